@@ -1,0 +1,30 @@
+# keyfence-key-admin: the token behind `keyfence keys register|list|revoke`.
+#
+# Held by: the few people (or the provisioning job) who create keys on the exchange and load
+# them into Vault -- never CI and never the cluster. It can write new key versions and destroy
+# old ones, but it cannot read material back: the data path grants create/update, not read.
+# `register` learns the current version and fingerprint from metadata.
+#
+# Defaults: KV v2 mount "secret", key prefix "kraken" (the fleet spec's vault.mount / vault.prefix).
+# To adapt: replace "secret" with your mount and "kraken" with your prefix in every path below.
+# A process whose spec sets an explicit `key:` outside <prefix>/ needs its own path rules here.
+
+# Write a key version. `create` covers a new key (cas=0), `update` a new version of an existing
+# one (cas=<current version>). A policy cannot demand the nested `options.cas` field; KV v2
+# enforces check-and-set when cas_required=true on the key's metadata or on the mount
+# (`bao write secret/config cas_required=true`).
+path "secret/data/kraken/*" {
+  capabilities = ["create", "update"]
+}
+
+# Read and list metadata (list, duplicate-fingerprint checks); write custom_metadata and
+# cas_required on register (create/update; patch for `bao kv metadata patch`); delete all
+# versions and the metadata of a key on revoke (delete).
+path "secret/metadata/kraken/*" {
+  capabilities = ["create", "read", "update", "patch", "delete", "list"]
+}
+
+# Revoke: permanently destroy specific versions of a key's material.
+path "secret/destroy/kraken/*" {
+  capabilities = ["update"]
+}

@@ -1,0 +1,1 @@
+"""keyfence's Pulumi program and command line: fleet spec -> Vault keys -> Kubernetes resources."""

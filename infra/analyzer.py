@@ -1,0 +1,756 @@
+"""Run any Python policy pack the way the Pulumi CLI does, and collect its verdicts.
+
+``keyfence check`` must report exactly what ``pulumi preview --policy-pack`` would, without
+the Pulumi CLI, a backend or a cluster. So the pack runs as its own process, started as the
+CLI starts it (``python -u -m pulumi.policy <engine> <pack>``), and is spoken to over the real
+analyzer gRPC protocol: GetAnalyzerInfo, Configure (with the config reconciled as the CLI
+reconciles it), ConfigureStack, one Analyze per resource, then AnalyzeStack. Nothing in the
+pack is imported into this process, so any pack works, and a pack that hangs or crashes cannot
+take keyfence down with it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent import futures
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal, cast
+
+import grpc
+import jsonschema
+import yaml
+from google.protobuf import empty_pb2, json_format
+from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc, engine_pb2, engine_pb2_grpc
+
+from .errors import KeyfenceError, PolicyPackError
+from .harness import RegisteredResource
+
+Level = Literal["advisory", "mandatory", "remediate", "disabled"]
+ReportedLevel = Literal["advisory", "mandatory"]
+LEVELS: Final[tuple[Level, ...]] = ("advisory", "mandatory", "remediate", "disabled")
+
+_TO_PROTO: Final[dict[Level, int]] = {
+    "advisory": analyzer_pb2.ADVISORY,
+    "mandatory": analyzer_pb2.MANDATORY,
+    "remediate": analyzer_pb2.REMEDIATE,
+    "disabled": analyzer_pb2.DISABLED,
+}
+_FROM_PROTO: Final[dict[int, Level]] = {v: k for k, v in _TO_PROTO.items()}
+
+MAX_MESSAGE_BYTES: Final = 400 * 1024 * 1024
+"""The Pulumi SDKs raise gRPC's 4 MiB limit to 400 MiB; a big stack needs the same headroom."""
+GRPC_OPTIONS: Final = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+]
+STDERR_TAIL_LINES: Final = 40
+MAX_LOG_LINES: Final = 1000
+MAX_LINE_CHARS: Final = 500
+ALL_POLICIES: Final = "all"
+"""The reserved config key whose enforcement level applies to every policy."""
+SCRUBBED_ENV_PREFIXES: Final = ("VAULT_", "BAO_", "KEYFENCE_VAULT_")
+"""A policy pack judges declarations; it never needs a Vault credential, so it never gets one."""
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One diagnostic a pack reported; ``remediate`` that still fires arrives as ``mandatory``."""
+
+    policy: str
+    level: ReportedLevel
+    urn: str
+    """The resource at fault; empty for a stack-wide violation."""
+    message: str
+    pack: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class PolicyMeta:
+    """A policy as the pack describes it in GetAnalyzerInfo."""
+
+    name: str
+    description: str
+    level: Level
+    """The policy's own level (or the pack's default), before any config."""
+    kind: Literal["resource", "stack", "unspecified"]
+    config_schema: dict[str, Any] | None
+    """JSON schema of the policy's config object; None when the pack does not support config."""
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """A policy's effective config: its enforcement level and properties."""
+
+    level: Level
+    properties: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """Something the pack said: via the engine's Log service, or on stdout after the port."""
+
+    source: Literal["engine", "stdout"]
+    severity: str
+    message: str
+    urn: str = ""
+
+
+@dataclass
+class Analysis:
+    """Everything one run of a pack produced."""
+
+    pack: str
+    version: str
+    policies: list[PolicyMeta]
+    config: dict[str, PolicyConfig]
+    violations: list[Violation]
+    logs: list[LogLine] = field(default_factory=list)
+
+    @property
+    def mandatory(self) -> list[Violation]:
+        return [v for v in self.violations if v.level == "mandatory"]
+
+    def effective_level(self, policy: str) -> Level:
+        entry = self.config.get(policy)
+        if entry is not None:
+            return entry.level
+        return next((p.level for p in self.policies if p.name == policy), "advisory")
+
+
+# --------------------------------------------------------------------------- the pack's project file
+
+
+@dataclass(frozen=True)
+class PackProject:
+    """What ``PulumiPolicy.yaml`` says about how to start the pack."""
+
+    directory: Path
+    python: str
+    version: str | None
+    virtualenv: Path | None
+
+
+def read_pack_project(pack_dir: str | Path) -> PackProject:
+    """Read ``PulumiPolicy.yaml`` and choose the interpreter the CLI would use for the pack."""
+    directory = Path(pack_dir).resolve()
+    project_file = directory / "PulumiPolicy.yaml"
+    if not directory.is_dir():
+        raise PolicyPackError(f"{directory}: no such policy pack directory")
+    try:
+        raw = yaml.safe_load(project_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PolicyPackError(
+            f"{directory}: not a policy pack (no PulumiPolicy.yaml); --policy-pack must name a pack directory"
+        ) from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise PolicyPackError(f"{project_file}: cannot read the policy pack project: {exc}") from None
+    if not isinstance(raw, dict):
+        raise PolicyPackError(f"{project_file}: expected a mapping with at least 'runtime'")
+    runtime = raw.get("runtime")
+    options: dict[str, Any] = {}
+    if isinstance(runtime, dict):
+        options = runtime.get("options") or {}
+        runtime = runtime.get("name")
+        if not isinstance(options, dict):
+            raise PolicyPackError(f"{project_file}: runtime.options must be a mapping")
+    if runtime != "python":
+        raise PolicyPackError(
+            f"{project_file}: runtime is {runtime!r}; keyfence runs Python policy packs only "
+            "(runtime: python)"
+        )
+    version = raw.get("version")
+    virtualenv = _virtualenv(directory, project_file, options)
+    python = str(_venv_python(virtualenv)) if virtualenv is not None else sys.executable
+    return PackProject(directory, python, str(version) if version is not None else None, virtualenv)
+
+
+def _virtualenv(directory: Path, project_file: Path, options: Mapping[str, Any]) -> Path | None:
+    configured = options.get("virtualenv")
+    if configured in (None, ""):
+        return None
+    venv = Path(str(configured))
+    venv = (venv if venv.is_absolute() else directory / venv).resolve()
+    if not _venv_python(venv).exists():
+        raise PolicyPackError(
+            f"{project_file}: runtime.options.virtualenv is {configured!r}, but {venv} is not a virtual "
+            f"environment; create it with 'python -m venv {venv}' and install the pack's requirements into it"
+        )
+    return venv
+
+
+def _venv_python(venv: Path) -> Path:
+    return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+# --------------------------------------------------------------------------- policy pack config
+
+
+@dataclass(frozen=True)
+class ConfigEntry:
+    """One entry of a config layer; a level of None leaves the level as it was."""
+
+    level: Level | None = None
+    properties: dict[str, Any] = field(default_factory=dict)
+
+
+ConfigLayer = dict[str, ConfigEntry]
+
+
+def parse_policy_config(data: Any, source: str) -> ConfigLayer:
+    """Parse Pulumi's ``--policy-pack-config`` format; invalid levels or shapes are errors."""
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise KeyfenceError(f"{source}: policy pack config must be a JSON object keyed by policy name")
+    layer: ConfigLayer = {}
+    for name, value in data.items():
+        if isinstance(value, str):
+            layer[name] = ConfigEntry(_level(value, source, name))
+        elif isinstance(value, dict):
+            props = dict(value)
+            level = props.pop("enforcementLevel", None)
+            parsed = None if level is None else _level(level, source, name)
+            if name == ALL_POLICIES and props:
+                raise KeyfenceError(
+                    f"{source}: {name!r} takes only an enforcement level, "
+                    f"not properties ({', '.join(sorted(props))})"
+                )
+            if parsed is None and not props:
+                continue
+            layer[name] = ConfigEntry(parsed, props)
+        else:
+            raise KeyfenceError(
+                f"{source}: {name!r}: expected an enforcement level string or an object, "
+                f"got {type(value).__name__}"
+            )
+    return layer
+
+
+def load_policy_config(path: str | Path) -> ConfigLayer:
+    """Read a ``--policy-pack-config`` JSON file; an empty file is no config, as for the CLI."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise KeyfenceError(f"{p}: no such policy pack config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KeyfenceError(f"{p}: cannot read the policy pack config: {exc}") from None
+    if not text.strip():
+        return {}
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise KeyfenceError(f"{p}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
+    return parse_policy_config(data, str(p))
+
+
+def _level(value: Any, source: str, policy: str) -> Level:
+    if isinstance(value, str) and value in LEVELS:
+        return value
+    raise KeyfenceError(
+        f"{source}: {policy!r}: {value!r} is not an enforcement level; use one of {', '.join(LEVELS)}"
+    )
+
+
+def reconcile_config(
+    policies: Sequence[PolicyMeta],
+    initial: ConfigLayer,
+    layers: Sequence[tuple[ConfigLayer, bool]],
+    *,
+    source: str = "policy pack config",
+) -> dict[str, PolicyConfig]:
+    """Each policy's effective config, built the way the Pulumi CLI builds it.
+
+    Start from each policy's level and its schema's ``default`` values, apply the pack's
+    initialConfig, then each layer in order (``(layer, strict)``; a strict layer may not name
+    a policy the pack lacks, a lenient one skips such entries). In every layer ``all`` sets
+    the level of every policy first, then per-policy entries win. Finally each policy's
+    properties are validated against its schema.
+    """
+    known = {p.name for p in policies}
+    result: dict[str, PolicyConfig] = {}
+    for policy in policies:
+        defaults = {
+            k: v["default"]
+            for k, v in ((policy.config_schema or {}).get("properties") or {}).items()
+            if isinstance(v, dict) and "default" in v and k != "enforcementLevel"
+        }
+        result[policy.name] = PolicyConfig(policy.level, defaults)
+    _apply(result, initial, known, strict=False)
+    for layer, strict in layers:
+        if strict:
+            unknown = sorted(k for k in layer if k != ALL_POLICIES and k not in known)
+            if unknown:
+                raise KeyfenceError(
+                    f"{source}: unknown polic{'y' if len(unknown) == 1 else 'ies'} "
+                    f"{', '.join(map(repr, unknown))}; the pack has {', '.join(sorted(known))}"
+                )
+        _apply(result, layer, known, strict=strict)
+    _validate(policies, result, source)
+    return result
+
+
+def _apply(result: dict[str, PolicyConfig], layer: ConfigLayer, known: set[str], *, strict: bool) -> None:
+    everything = layer.get(ALL_POLICIES)
+    if everything is not None and everything.level is not None:
+        for name, current in list(result.items()):
+            result[name] = PolicyConfig(everything.level, current.properties)
+    for name, entry in layer.items():
+        if name == ALL_POLICIES or name not in known:
+            continue
+        current = result[name]
+        result[name] = PolicyConfig(entry.level or current.level, {**current.properties, **entry.properties})
+
+
+def _validate(policies: Sequence[PolicyMeta], config: Mapping[str, PolicyConfig], source: str) -> None:
+    problems: list[str] = []
+    for policy in policies:
+        if policy.config_schema is None:
+            continue
+        schema = {"type": "object", **policy.config_schema}
+        try:
+            validator_cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)
+            validator_cls.check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            raise PolicyPackError(
+                f"policy {policy.name!r} declares an invalid config schema: {exc.message}"
+            ) from None
+        validator = validator_cls(schema)
+        properties = config[policy.name].properties if policy.name in config else {}
+        for error in sorted(validator.iter_errors(properties), key=lambda e: list(map(str, e.absolute_path))):
+            where = ".".join(str(p) for p in error.absolute_path)
+            problems.append(f"{policy.name}{'.' + where if where else ''}: {error.message}")
+    if problems:
+        raise KeyfenceError(f"{source}: invalid policy configuration", problems=problems)
+
+
+# --------------------------------------------------------------------------- engine service
+
+
+_SEVERITIES: Final = {
+    engine_pb2.DEBUG: "debug",
+    engine_pb2.INFO: "info",
+    engine_pb2.WARNING: "warning",
+    engine_pb2.ERROR: "error",
+}
+
+
+class _Engine(engine_pb2_grpc.EngineServicer):
+    """The part of the Pulumi engine a pack may call back into: logging and the root resource."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.logs: list[LogLine] = []
+        self.root_urn = ""
+
+    def Log(self, request: engine_pb2.LogRequest, context: Any) -> empty_pb2.Empty:
+        severity = _SEVERITIES.get(request.severity, "info")
+        with self._lock:
+            if len(self.logs) < MAX_LOG_LINES:
+                self.logs.append(LogLine("engine", severity, request.message[:MAX_LINE_CHARS], request.urn))
+        return empty_pb2.Empty()
+
+    def GetRootResource(
+        self, request: engine_pb2.GetRootResourceRequest, context: Any
+    ) -> engine_pb2.GetRootResourceResponse:
+        return engine_pb2.GetRootResourceResponse(urn=self.root_urn)
+
+    def SetRootResource(
+        self, request: engine_pb2.SetRootResourceRequest, context: Any
+    ) -> engine_pb2.SetRootResourceResponse:
+        self.root_urn = request.urn
+        return engine_pb2.SetRootResourceResponse()
+
+
+# --------------------------------------------------------------------------- the pack process
+
+
+class _Output:
+    """Drains one pipe of the pack on a thread, so the pack can never block on a full pipe."""
+
+    def __init__(
+        self, stream: Any, *, keep: int | None, lines: queue.Queue[str | None] | None = None
+    ) -> None:
+        self.tail: deque[str] = deque(maxlen=keep)
+        self._lines = lines
+        self._thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _pump(self, stream: Any) -> None:
+        try:
+            for raw in iter(stream.readline, b""):
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                if self._lines is not None:
+                    self._lines.put(line)
+                else:
+                    self.tail.append(line[:MAX_LINE_CHARS])
+        finally:
+            if self._lines is not None:
+                self._lines.put(None)
+            stream.close()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+
+class PolicyPackSession:
+    """A running policy pack: started on ``__enter__``, always stopped on ``__exit__``."""
+
+    def __init__(
+        self,
+        pack_dir: str | Path,
+        *,
+        project: str,
+        stack: str,
+        organization: str = "organization",
+        startup_timeout: float = 60.0,
+        call_timeout: float = 300.0,
+    ) -> None:
+        self.project_file = read_pack_project(pack_dir)
+        self.project = project
+        self.stack = stack
+        self.organization = organization
+        self.startup_timeout = startup_timeout
+        self.call_timeout = call_timeout
+        self.process: subprocess.Popen[bytes] | None = None
+        self._engine = _Engine()
+        self._engine_server: Any = None
+        self._executor: futures.ThreadPoolExecutor | None = None
+        self._channel: Any = None
+        self._stub: analyzer_pb2_grpc.AnalyzerStub | None = None
+        self._stdout_lines: queue.Queue[str | None] = queue.Queue()
+        self._stdout: _Output | None = None
+        self._stderr: _Output | None = None
+        self.stdout_log: deque[str] = deque(maxlen=MAX_LOG_LINES)
+        self._stdout_collector: threading.Thread | None = None
+
+    @property
+    def name(self) -> str:
+        return self.project_file.directory.name
+
+    # -- lifecycle
+
+    def __enter__(self) -> PolicyPackSession:
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _start(self) -> None:
+        self._executor = futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="keyfence-engine")
+        server = grpc.server(self._executor, options=GRPC_OPTIONS)
+        engine_pb2_grpc.add_EngineServicer_to_server(self._engine, server)
+        engine_port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        self._engine_server = server
+        engine_address = f"127.0.0.1:{engine_port}"
+
+        pack = self.project_file
+        args = [pack.python, "-u", "-m", "pulumi.policy", engine_address, str(pack.directory)]
+        try:
+            self.process = subprocess.Popen(
+                args,
+                cwd=pack.directory,
+                env=self._environment(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise PolicyPackError(
+                f"policy pack {self.name!r} could not be started with {pack.python}: {exc}"
+            ) from None
+        self._stderr = _Output(self.process.stderr, keep=STDERR_TAIL_LINES)
+        self._stdout = _Output(self.process.stdout, keep=None, lines=self._stdout_lines)
+
+        port = self._read_port()
+        self._channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=GRPC_OPTIONS)
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=self.startup_timeout)
+        except grpc.FutureTimeoutError:
+            raise self._failure(f"printed port {port} but does not answer on it") from None
+        self._stub = analyzer_pb2_grpc.AnalyzerStub(self._channel)
+
+    def _environment(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(SCRUBBED_ENV_PREFIXES)}
+        env.update(
+            PULUMI_CONFIG="{}",
+            PULUMI_PROJECT=self.project,
+            PULUMI_STACK=self.stack,
+            PULUMI_DRY_RUN="true",
+            PULUMI_ORGANIZATION=self.organization,
+        )
+        venv = self.project_file.virtualenv
+        if venv is not None:
+            env["VIRTUAL_ENV"] = str(venv)
+            env["PATH"] = os.pathsep.join([str(_venv_python(venv).parent), env.get("PATH", "")])
+            env.pop("PYTHONHOME", None)
+        return env
+
+    def _read_port(self) -> int:
+        try:
+            first = self._stdout_lines.get(timeout=self.startup_timeout)
+        except queue.Empty:
+            raise self._failure(f"did not print its port within {self.startup_timeout:g} s") from None
+        if first is None:
+            raise self._failure("exited before it started serving")
+        try:
+            port = int(first.strip())
+        except ValueError:
+            raise self._failure(
+                f"wrote {first[:80]!r} to stdout where the Pulumi CLI expects its port number "
+                "(a pack must not print to stdout before PolicyPack(...) starts)"
+            ) from None
+        self._stdout_collector = threading.Thread(target=self._collect_stdout, daemon=True)
+        self._stdout_collector.start()
+        return port
+
+    def _collect_stdout(self) -> None:
+        while (line := self._stdout_lines.get()) is not None:
+            self.stdout_log.append(line[:MAX_LINE_CHARS])
+
+    def close(self) -> None:
+        """Stop the pack (terminate, wait, kill) and the engine service; safe to call twice."""
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for output in (self._stdout, self._stderr):
+            if output is not None:
+                output.join(timeout=5)
+        if self._stdout_collector is not None:
+            self._stdout_collector.join(timeout=5)
+        if self._engine_server is not None:
+            self._engine_server.stop(grace=None)
+            self._engine_server = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+
+    # -- failures
+
+    def stderr_tail(self) -> list[str]:
+        return list(self._stderr.tail) if self._stderr is not None else []
+
+    def _failure(self, what: str) -> PolicyPackError:
+        """Stop the pack, then describe the failure with the end of what it wrote to stderr."""
+        self.close()
+        process = self.process
+        status = ""
+        if process is not None and process.returncode is not None and process.returncode > 0:
+            status = f" (exit status {process.returncode})"
+        tail = [line for line in self.stderr_tail() if line.strip()]
+        detail = (
+            ["the pack's stderr ends with:", *[f"    {line}" for line in tail]]
+            if tail
+            else ["the pack wrote nothing to stderr"]
+        )
+        return PolicyPackError(f"policy pack {self.name!r} {what}{status}", problems=detail)
+
+    @contextmanager
+    def _call(self, method: str) -> Iterator[None]:
+        try:
+            yield
+        except grpc.RpcError as exc:
+            raise self._rpc_failure(method, exc) from None
+
+    def _rpc_failure(self, method: str, exc: grpc.RpcError) -> PolicyPackError:
+        code = exc.code() if hasattr(exc, "code") else None
+        details = exc.details() if hasattr(exc, "details") else str(exc)
+        return self._failure(f"failed in {method}: {code.name if code is not None else 'error'}: {details}")
+
+    @property
+    def stub(self) -> analyzer_pb2_grpc.AnalyzerStub:
+        if self._stub is None:
+            raise PolicyPackError("the policy pack is not running")
+        return self._stub
+
+    # -- protocol
+
+    def get_info(self) -> tuple[analyzer_pb2.AnalyzerInfo, list[PolicyMeta], ConfigLayer]:
+        """GetAnalyzerInfo, converted the way the CLI converts it (policies sorted by name)."""
+        with self._call("GetAnalyzerInfo"):
+            info = self.stub.GetAnalyzerInfo(empty_pb2.Empty(), timeout=self.call_timeout)
+        policies: list[PolicyMeta] = []
+        for p in info.policies:
+            schema: dict[str, Any] | None = None
+            if info.supportsConfig:
+                properties = json_format.MessageToDict(p.configSchema.properties)
+                # The CLI lets every policy's config carry an enforcementLevel.
+                properties["enforcementLevel"] = {"type": "string", "enum": list(LEVELS)}
+                schema = {"properties": properties}
+                if p.configSchema.required:
+                    schema["required"] = list(p.configSchema.required)
+            policies.append(
+                PolicyMeta(p.name, p.description, self._level(p.enforcementLevel), _kind(p), schema)
+            )
+        policies.sort(key=lambda m: m.name)
+        # As in the CLI, an initialConfig entry always carries a level: proto3 cannot tell an unset
+        # level from ADVISORY, so a properties-only entry resets its policy to advisory.
+        initial = {
+            k: ConfigEntry(self._level(v.enforcementLevel), json_format.MessageToDict(v.properties))
+            for k, v in info.initialConfig.items()
+        }
+        return info, policies, initial
+
+    def _level(self, value: int) -> Level:
+        level = _FROM_PROTO.get(value)
+        if level is None:
+            raise self._failure(f"answered with an unknown enforcement level {value}")
+        return level
+
+    def configure(self, config: Mapping[str, PolicyConfig]) -> None:
+        request = analyzer_pb2.ConfigureAnalyzerRequest()
+        for name, entry in config.items():
+            value = request.policyConfig[name]
+            value.enforcementLevel = cast(Any, _TO_PROTO[entry.level])
+            value.properties.update(entry.properties)
+        with self._call("Configure"):
+            self.stub.Configure(request, timeout=self.call_timeout)
+        stack_request = analyzer_pb2.AnalyzerStackConfigureRequest(
+            stack=self.stack, project=self.project, organization=self.organization, dry_run=True
+        )
+        try:
+            self.stub.ConfigureStack(stack_request, timeout=self.call_timeout)
+        except grpc.RpcError as exc:
+            # Packs built with an SDK older than ConfigureStack answer UNIMPLEMENTED; the CLI carries on.
+            if not (hasattr(exc, "code") and exc.code() == grpc.StatusCode.UNIMPLEMENTED):
+                raise self._rpc_failure("ConfigureStack", exc) from None
+
+    def analyze(self, resources: Sequence[RegisteredResource], pack_name: str) -> list[Violation]:
+        """Analyze each resource's inputs, then the whole stack; diagnostics from both, in order."""
+        violations: list[Violation] = []
+        for resource in resources:
+            request = analyzer_pb2.AnalyzeRequest(
+                type=resource.type,
+                urn=resource.urn,
+                name=resource.name,
+                options=_options(resource),
+            )
+            request.properties.CopyFrom(resource.properties)
+            with self._call(f"Analyze({resource.urn})"):
+                response = self.stub.Analyze(request, timeout=self.call_timeout)
+            violations += self._violations(response.diagnostics, pack_name, default_urn=resource.urn)
+
+        stack_request = analyzer_pb2.AnalyzeStackRequest()
+        for resource in resources:
+            item = stack_request.resources.add(
+                type=resource.type,
+                urn=resource.urn,
+                name=resource.name,
+                parent=resource.parent,
+                dependencies=list(resource.dependencies),
+                options=_options(resource),
+            )
+            item.properties.CopyFrom(resource.properties)
+            for key, urns in resource.property_dependencies.items():
+                if urns:
+                    item.propertyDependencies[key].urns.extend(urns)
+        with self._call("AnalyzeStack"):
+            response = self.stub.AnalyzeStack(stack_request, timeout=self.call_timeout)
+        violations += self._violations(response.diagnostics, pack_name, default_urn="")
+        return violations
+
+    def _violations(
+        self, diagnostics: Iterable[analyzer_pb2.AnalyzeDiagnostic], pack_name: str, *, default_urn: str
+    ) -> list[Violation]:
+        out = []
+        for d in diagnostics:
+            level = self._level(d.enforcementLevel)
+            if level == "disabled":
+                continue
+            reported: ReportedLevel = "advisory" if level == "advisory" else "mandatory"
+            out.append(
+                Violation(
+                    policy=d.policyName,
+                    level=reported,
+                    urn=d.urn or default_urn,
+                    message=d.message,
+                    pack=d.policyPackName or pack_name,
+                    description=d.description,
+                )
+            )
+        return out
+
+    @property
+    def logs(self) -> list[LogLine]:
+        """What the pack logged; complete once the session is closed."""
+        return [*self._engine.logs, *(LogLine("stdout", "info", line) for line in self.stdout_log)]
+
+
+def _kind(policy: analyzer_pb2.PolicyInfo) -> Literal["resource", "stack", "unspecified"]:
+    if policy.policy_type == analyzer_pb2.POLICY_TYPE_RESOURCE:
+        return "resource"
+    if policy.policy_type == analyzer_pb2.POLICY_TYPE_STACK:
+        return "stack"
+    return "unspecified"
+
+
+def _options(resource: RegisteredResource) -> analyzer_pb2.AnalyzerResourceOptions:
+    # The CLI always sends custom timeouts (zero when unset) and the parent URN.
+    return analyzer_pb2.AnalyzerResourceOptions(
+        parent=resource.parent,
+        customTimeouts=analyzer_pb2.AnalyzerResourceOptions.CustomTimeouts(),
+    )
+
+
+# --------------------------------------------------------------------------- one-call entry point
+
+
+def run_policy_pack(
+    pack_dir: str | Path,
+    resources: Sequence[RegisteredResource],
+    *,
+    project: str,
+    stack: str,
+    config: ConfigLayer | None = None,
+    base_config: ConfigLayer | None = None,
+    config_source: str = "policy pack config",
+    startup_timeout: float = 60.0,
+    call_timeout: float = 300.0,
+) -> Analysis:
+    """Start the pack, configure it, analyze ``resources`` and stop it again.
+
+    ``config`` is the user's ``--policy-pack-config`` (naming an unknown policy is an error);
+    ``base_config`` sits under it and quietly skips policies this pack does not have, so
+    keyfence's own settings (e.g. offline mode) work with any pack.
+    """
+    with PolicyPackSession(
+        pack_dir, project=project, stack=stack, startup_timeout=startup_timeout, call_timeout=call_timeout
+    ) as session:
+        info, policies, initial = session.get_info()
+        effective = reconcile_config(
+            policies, initial, [(base_config or {}, False), (config or {}, True)], source=config_source
+        )
+        session.configure(effective)
+        pack_name = info.name or session.name
+        violations = session.analyze(resources, pack_name)
+        version = session.project_file.version or info.version
+    # Read after the session closed: by then every line the pack wrote has been collected.
+    return Analysis(pack_name, version, policies, effective, violations, session.logs)

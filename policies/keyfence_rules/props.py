@@ -1,0 +1,267 @@
+"""Reading resource props without ever raising.
+
+Stack policies see every resource's outputs as the Pulumi policy SDK hands them over:
+mappings and sequences that may be read-only proxies, with any field missing, null,
+oddly typed, or not known yet during a preview (the SDK's proxy raises on touching
+such a value, which would turn a mandatory check into an advisory "can't run"
+diagnostic). A :class:`Node` wraps one value together with the path it was read
+from; typed reads return ``None`` when the value is absent and record a *problem*
+when it is present but unusable, so that a policy can report "cannot evaluate"
+instead of passing or crashing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Final
+
+from pulumi_policy import proxy as _sdk_proxy
+
+
+class _Absent:
+    """A field that is not there (distinct from a field that is there and null)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<absent>"
+
+
+class _Unknown:
+    """A field whose value the engine does not know yet (preview of a computed output)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<unknown>"
+
+
+ABSENT: Final = _Absent()
+UNKNOWN: Final = _Unknown()
+
+# The SDK marks not-yet-known values with sentinel strings; reading them through its
+# proxy raises, reading raw (unproxied) props returns the sentinel itself.
+_UNKNOWN_SENTINELS: Final = frozenset(
+    value
+    for name, value in vars(_sdk_proxy).items()
+    if name.startswith("UNKNOWN_") and isinstance(value, str)
+)
+_UNKNOWN_ERROR: Final[type[BaseException]] = getattr(_sdk_proxy, "UnknownValueError", LookupError)
+
+
+class Problems:
+    """An ordered set of problem sentences found while reading one resource."""
+
+    __slots__ = ("_seen",)
+
+    def __init__(self) -> None:
+        self._seen: dict[str, None] = {}
+
+    def add(self, sentence: str) -> None:
+        self._seen.setdefault(sentence, None)
+
+    def extend(self, sentences: Iterable[str]) -> None:
+        for sentence in sentences:
+            self.add(sentence)
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def __bool__(self) -> bool:
+        return bool(self._seen)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._seen)
+
+    def as_list(self) -> list[str]:
+        return list(self._seen)
+
+
+def _type_name(value: object) -> str:
+    if value is None or value is ABSENT:
+        return "null"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, Sequence):
+        return "a list"
+    return f"a {type(value).__name__}"
+
+
+def _is_list(value: object) -> bool:
+    return isinstance(value, Sequence) and not isinstance(value, (str, bytes, bytearray))
+
+
+def _classify(value: object) -> object:
+    """Turn the SDK's raw unknown sentinels into :data:`UNKNOWN`."""
+    if isinstance(value, str) and value in _UNKNOWN_SENTINELS:
+        return UNKNOWN
+    return value
+
+
+class Node:
+    """One value read from a resource's props, with its dotted path for messages."""
+
+    __slots__ = ("_problems", "path", "value")
+
+    def __init__(self, value: object, path: str, problems: Problems) -> None:
+        self.value = _classify(value)
+        self.path = path
+        self._problems = problems
+
+    @classmethod
+    def root(cls, value: object, problems: Problems, path: str = "") -> Node:
+        """The props of a resource, or any other top-level value."""
+        return cls(value, path, problems)
+
+    @property
+    def problems(self) -> Problems:
+        return self._problems
+
+    def _child_path(self, key: str | int) -> str:
+        if isinstance(key, int):
+            return f"{self.path}[{key}]"
+        return f"{self.path}.{key}" if self.path else key
+
+    def _note(self, sentence: str) -> None:
+        self._problems.add(f"{self.path or '(props)'} {sentence}")
+
+    def expected(self, expected: str) -> None:
+        """Record that this value is not of the ``expected`` kind (e.g. "a string")."""
+        if self.value is UNKNOWN:
+            self._note("is not known during preview")
+        else:
+            self._note(f"is {_type_name(self.value)}, expected {expected}")
+
+    @property
+    def absent(self) -> bool:
+        """True when the field is missing or null: the caller applies its default."""
+        return self.value is ABSENT or self.value is None
+
+    @property
+    def unknown(self) -> bool:
+        return self.value is UNKNOWN
+
+    def mapping(self) -> Mapping[object, object] | None:
+        """The value as an object; ``None`` (and a problem if present) otherwise."""
+        if self.absent:
+            return None
+        if isinstance(self.value, Mapping):
+            return self.value
+        self.expected("an object")
+        return None
+
+    def get(self, key: str) -> Node:
+        """The field ``key`` of this object; absent when this is not an object."""
+        found = self.mapping()
+        path = self._child_path(key)
+        if found is None:
+            return Node(ABSENT, path, self._problems)
+        try:
+            value = found.get(key, ABSENT)
+        except _UNKNOWN_ERROR:
+            value = UNKNOWN
+        except Exception as exc:  # a foreign proxy may raise anything; never let it escape
+            self._problems.add(f"{path} cannot be read ({type(exc).__name__})")
+            value = ABSENT
+        return Node(value, path, self._problems)
+
+    def dig(self, *keys: str) -> Node:
+        """Follow a chain of object fields, e.g. ``dig("spec", "template", "spec")``."""
+        node = self
+        for key in keys:
+            node = node.get(key)
+        return node
+
+    def items(self) -> list[Node]:
+        """The elements of a list (empty when absent, with a problem when not a list)."""
+        if self.absent:
+            return []
+        if not _is_list(self.value):
+            self.expected("a list")
+            return []
+        assert isinstance(self.value, Sequence)
+        out: list[Node] = []
+        try:
+            for index in range(len(self.value)):
+                try:
+                    element: object = self.value[index]
+                except _UNKNOWN_ERROR:
+                    element = UNKNOWN
+                out.append(Node(element, self._child_path(index), self._problems))
+        except Exception as exc:  # a foreign sequence may raise anything
+            self._note(f"cannot be read ({type(exc).__name__})")
+        return out
+
+    def text(self) -> str | None:
+        """The value as a string; ``None`` (and a problem if present) otherwise."""
+        if self.absent:
+            return None
+        if isinstance(self.value, str):
+            return self.value
+        self.expected("a string")
+        return None
+
+    def flag(self) -> bool | None:
+        """The value as a boolean; ``None`` (and a problem if present) otherwise."""
+        if self.absent:
+            return None
+        if isinstance(self.value, bool):
+            return self.value
+        self.expected("a boolean")
+        return None
+
+    def count(self) -> int | None:
+        """The value as a whole number (protobuf hands numbers over as floats)."""
+        if self.absent:
+            return None
+        value = self.value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        self.expected("a whole number")
+        return None
+
+    def strings(self) -> list[str]:
+        """A list of strings; non-string elements are reported and skipped."""
+        out: list[str] = []
+        for element in self.items():
+            value = element.text()
+            if value is not None:
+                out.append(value)
+            elif element.absent:
+                element.expected("a string")
+        return out
+
+    def string_map(self) -> dict[str, str]:
+        """A label or annotation map; entries that are not plain strings are reported and dropped."""
+        found = self.mapping()
+        if found is None:
+            return {}
+        try:
+            keys = list(found)
+        except Exception as exc:  # a foreign mapping may raise anything
+            self._note(f"cannot be read ({type(exc).__name__})")
+            return {}
+        out: dict[str, str] = {}
+        for key in keys:
+            try:
+                value = found[key]
+            except Exception:  # unknown during preview, or worse: take the careful path below
+                value = None
+            if isinstance(key, str) and isinstance(value, str) and value not in _UNKNOWN_SENTINELS:
+                out[key] = value
+                continue
+            if not isinstance(key, str):
+                self._note(f"has a non-string key {key!r}")
+                continue
+            child = self.get(key)
+            if child.text() is None:
+                child.expected("a string")
+        return out
