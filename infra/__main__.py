@@ -8,14 +8,13 @@ if __package__ in (None, ""):
     # project root there instead so `infra` imports as a package even when not installed.
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-import pulumi
+import pulumi  # noqa: E402
 
-from infra.errors import KeyfenceError
-from infra.program import ProgramOptions, run
+from infra.errors import KeyfenceError  # noqa: E402
+from infra.program import run_from_config  # noqa: E402
 
-_config = pulumi.Config("keyfence")
 try:
-    run(ProgramOptions(spec_path=_config.require("spec")))
+    run_from_config()
 except KeyfenceError as exc:
     # RunError ends the program with this message and no traceback.
     raise pulumi.RunError(str(exc)) from None

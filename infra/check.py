@@ -8,11 +8,15 @@ violation is traced back to the spec entry it comes from, so reports can point a
 
 from __future__ import annotations
 
+import contextlib
+import runpy
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+import pulumi
 import yaml
 
 from policies.keyfence_rules import labels as L
@@ -22,7 +26,7 @@ from .analyzer import run_policy_pack as _run_pack
 from .errors import EXIT_OK, EXIT_VIOLATION, KeyfenceError, SpecError
 from .harness import Collected, RegisteredResource, collect
 from .keys import Mode
-from .program import ProgramOptions, run
+from .program import CONFIG_NAMESPACE, SPEC_KEY, ProgramOptions, harness_options, run
 from .spec import FleetSpec, Location, load_spec, locate, parse_yaml
 from .vault import VaultSettings
 
@@ -131,11 +135,57 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def collect_program(
-    spec_path: str, *, mode: Mode, stack: str, project: str, vault_settings: VaultSettings | None = None
+    spec_path: str,
+    *,
+    mode: Mode,
+    stack: str,
+    project: str,
+    vault_settings: VaultSettings | None = None,
+    program: str | Path | None = None,
+    config: Mapping[str, str] | None = None,
 ) -> Collected:
-    """Run ``program.run`` under the harness: what ``pulumi preview`` would register."""
+    """Run the program under the harness: what ``pulumi preview`` would register.
+
+    ``program`` is a Pulumi program (a ``__main__.py`` folder or a file) that calls
+    ``infra.program.run_from_config()`` and may declare more resources beside the fleet;
+    by default keyfence's own program runs. ``config`` is stack config (``key`` means
+    ``<project>:key``), as ``pulumi config set`` would give it.
+    """
     options = ProgramOptions(spec_path=spec_path, mode=mode, vault=vault_settings)
-    return collect(lambda: run(options), project=project, stack=stack)
+    stack_config = {(k if ":" in k else f"{project}:{k}"): v for k, v in (config or {}).items()}
+    stack_config.setdefault(f"{CONFIG_NAMESPACE}:{SPEC_KEY}", spec_path)
+    if program is None:
+        return collect(lambda: run(options), project=project, stack=stack, config=stack_config)
+    entry = _program_entry(Path(program))
+    with harness_options(options):
+        try:
+            return collect(lambda: _run_path(entry), project=project, stack=stack, config=stack_config)
+        except (KeyfenceError, KeyboardInterrupt):
+            raise
+        except pulumi.RunError as exc:
+            raise KeyfenceError(str(exc)) from None
+        except Exception as exc:
+            raise KeyfenceError(f"{entry}: the program failed: {type(exc).__name__}: {exc}") from None
+
+
+def _program_entry(program: Path) -> Path:
+    entry = program / "__main__.py" if program.is_dir() else program
+    if not entry.is_file():
+        raise KeyfenceError(
+            f"{program}: no Pulumi program here (expected a folder with __main__.py, or a .py file)"
+        )
+    return entry
+
+
+def _run_path(entry: Path) -> None:
+    """Run a program file as the Pulumi language host does, with its folder importable."""
+    folder = str(entry.parent)
+    sys.path.insert(0, folder)
+    try:
+        runpy.run_path(str(entry), run_name="__main__")
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(folder)
 
 
 # --------------------------------------------------------------------------- results
@@ -231,6 +281,8 @@ def run_check(
     policy_pack_config: str | Path | None = None,
     vault_settings: VaultSettings | None = None,
     project: str = DEFAULT_PROJECT,
+    program: str | Path | None = None,
+    config: Mapping[str, str] | None = None,
 ) -> CheckResult:
     """Declare the fleet, run the policy pack on it and map each violation to its spec entry.
 
@@ -241,7 +293,13 @@ def run_check(
     pack_dir = Path(policy_pack_dir) if policy_pack_dir is not None else default_policy_pack()
     mode: Mode = "offline" if offline else "check"
     collected = collect_program(
-        spec_file, mode=mode, stack=stack, project=project, vault_settings=vault_settings
+        spec_file,
+        mode=mode,
+        stack=stack,
+        project=project,
+        vault_settings=vault_settings,
+        program=program,
+        config=config,
     )
     analysis = _run_pack(
         pack_dir,
@@ -294,6 +352,8 @@ def run_plan(
     offline: bool,
     vault_settings: VaultSettings | None = None,
     project: str = DEFAULT_PROJECT,
+    program: str | Path | None = None,
+    config: Mapping[str, str] | None = None,
 ) -> PlanResult:
     """What the program would declare, secrets redacted; never reads key material."""
     spec_file = str(spec_path)
@@ -303,6 +363,8 @@ def run_plan(
         stack=stack,
         project=project,
         vault_settings=vault_settings,
+        program=program,
+        config=config,
     )
     resources = [PlannedResource(r.type, r.name, r.urn, r.parent, r.inputs()) for r in collected.resources]
     return PlanResult(spec_file, stack, offline, resources)

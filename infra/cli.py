@@ -124,6 +124,34 @@ SpecOption = Annotated[
 StackOption = Annotated[
     str | None, typer.Option("--stack", help="Stack name (default dev); used for URNs and to find the spec.")
 ]
+ProgramOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--program",
+        help="A Pulumi program (folder with __main__.py) that calls infra.program.run_from_config() and may "
+        "declare more resources; default: keyfence's own program.",
+    ),
+]
+ConfigOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Stack config KEY=VALUE for the program, as 'pulumi config set' gives it (repeatable).",
+    ),
+]
+
+
+def _parse_config(pairs: list[str] | None) -> dict[str, str]:
+    config: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise KeyfenceError(f"--config {pair!r}: expected KEY=VALUE")
+        config[key.strip()] = value
+    return config
+
+
 OfflineOption = Annotated[
     bool,
     typer.Option(
@@ -178,6 +206,8 @@ def check(
             "--output", "-o", help="Write the report to this file and print only the verdict.", dir_okay=False
         ),
     ] = None,
+    program: ProgramOption = None,
+    config: ConfigOption = None,
     debug: DebugOption = False,
 ) -> None:
     """Run the policy pack on what the program would declare; exit 1 on a mandatory violation."""
@@ -193,6 +223,8 @@ def check(
         policy_pack_dir=policy_pack,
         policy_pack_config=policy_pack_config,
         project=target.project,
+        program=program,
+        config=_parse_config(config),
     )
     if _debug_requested(ctx):
         for line in result.pack_logs:
@@ -216,6 +248,8 @@ def plan(
         Path | None,
         typer.Option("--output", "-o", help="Write the plan to this file.", dir_okay=False),
     ] = None,
+    program: ProgramOption = None,
+    config: ConfigOption = None,
     debug: DebugOption = False,
 ) -> None:
     """Show what the program would declare, with every secret value redacted."""
@@ -223,7 +257,14 @@ def plan(
     from .report import plan_rich, render_plan
 
     target = resolve_target(spec, stack)
-    result = run_plan(target.spec_path, stack=target.stack, offline=offline, project=target.project)
+    result = run_plan(
+        target.spec_path,
+        stack=target.stack,
+        offline=offline,
+        project=target.project,
+        program=program,
+        config=_parse_config(config),
+    )
     if fmt is PlanFormatOption.text and output is None and _stdout_is_terminal():
         Console().print(plan_rich(result))
     else:
