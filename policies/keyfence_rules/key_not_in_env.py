@@ -16,7 +16,7 @@ from typing import Final
 from .config import PackConfig
 from .identity import describe_key
 from .labels import KEY_MOUNT_PATH
-from .rule import Finding, Rule, cannot_evaluate, in_scope
+from .rule import Finding, Rule, each_key_bearing
 from .workloads import StackIndex, Workload
 
 NAME = "key-not-in-env"
@@ -83,12 +83,7 @@ def _workload_findings(workload: Workload, config: PackConfig) -> Iterator[Findi
 
 def check(index: StackIndex, config: PackConfig) -> Iterator[Finding]:
     """Report key Secrets read into env, key-like literal env vars, and writable key mounts."""
-    for workload in in_scope(index):
-        if workload.key_bearing:
-            yield from _workload_findings(workload, config)
-        problem = cannot_evaluate(workload, NAME)
-        if problem is not None:
-            yield problem
+    yield from each_key_bearing(index, NAME, lambda workload: _workload_findings(workload, config))
 
 
 RULE = Rule(

@@ -21,7 +21,7 @@ from .permissions import (
     parse_permissions,
     unknown_ids,
 )
-from .rule import Finding, Rule, cannot_evaluate, in_scope
+from .rule import Finding, Rule, each_key_bearing
 from .workloads import StackIndex, Workload
 
 NAME = "least-privilege-key"
@@ -164,12 +164,7 @@ def _workload_findings(workload: Workload, index: StackIndex, config: PackConfig
 
 def check(index: StackIndex, config: PackConfig) -> Iterator[Finding]:
     """Report key-bearing workloads whose key's permissions exceed (or hide) what the role allows."""
-    for workload in in_scope(index):
-        if workload.key_bearing:
-            yield from _workload_findings(workload, index, config)
-        problem = cannot_evaluate(workload, NAME)
-        if problem is not None:
-            yield problem
+    yield from each_key_bearing(index, NAME, lambda workload: _workload_findings(workload, index, config))
 
 
 RULE = Rule(

@@ -64,9 +64,7 @@ def accepted_properties(rule: Rule) -> tuple[str, ...]:
 
 def config_schema(rule: Rule) -> PolicyConfigSchema:
     """The JSON schema of a rule's config (the Pulumi CLI validates and fills defaults from it)."""
-    return PolicyConfigSchema(
-        properties=schema_properties(flags=rule.flags)
-    )
+    return PolicyConfigSchema(properties=schema_properties(flags=rule.flags))
 
 
 def run_rule(rule: Rule, resources: Iterable[object], config: object = None) -> list[Finding]:

@@ -76,3 +76,15 @@ def cannot_evaluate(workload: Workload, policy: str) -> Finding | None:
 def in_scope(index: StackIndex) -> Iterator[Workload]:
     """Workloads every policy must look at: key-bearing ones, and those that may be."""
     return (w for w in index.workloads if w.in_scope)
+
+
+def each_key_bearing(
+    index: StackIndex, policy: str, findings: Callable[[Workload], Iterable[Finding]]
+) -> Iterator[Finding]:
+    """``findings`` of each key-bearing workload, plus a fail-closed finding for each we could not read."""
+    for workload in in_scope(index):
+        if workload.key_bearing:
+            yield from findings(workload)
+        problem = cannot_evaluate(workload, policy)
+        if problem is not None:
+            yield problem

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from .config import PackConfig
 from .identity import describe_key
 from .props import Node
-from .rule import MAX_NAMED, Finding, Rule, cannot_evaluate, in_scope, named
+from .rule import MAX_NAMED, Finding, Rule, each_key_bearing, named
 from .workloads import StackIndex, Workload
 
 NAME = "single-writer-per-key"
@@ -131,12 +131,7 @@ def _scaler_findings(index: StackIndex, config: PackConfig) -> Iterator[Finding]
 
 def check(index: StackIndex, config: PackConfig) -> Iterator[Finding]:
     """Report key-bearing workloads that can run more than one pod, and autoscalers on them."""
-    for workload in in_scope(index):
-        if workload.key_bearing:
-            yield from _workload_findings(workload, config)
-        problem = cannot_evaluate(workload, NAME)
-        if problem is not None:
-            yield problem
+    yield from each_key_bearing(index, NAME, lambda workload: _workload_findings(workload, config))
     yield from _scaler_findings(index, config)
 
 

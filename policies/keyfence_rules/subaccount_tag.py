@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 from .config import PackConfig
 from .identity import describe_key
-from .rule import MAX_NAMED, Finding, Rule, cannot_evaluate, in_scope, named
+from .rule import MAX_NAMED, Finding, Rule, each_key_bearing, named
 from .workloads import StackIndex, Workload
 
 NAME = "subaccount-tag-required"
@@ -86,12 +86,7 @@ def _workload_findings(workload: Workload, index: StackIndex, config: PackConfig
 
 def check(index: StackIndex, config: PackConfig) -> Iterator[Finding]:
     """Report key-bearing workloads whose subaccount is missing or disagrees with their key's."""
-    for workload in in_scope(index):
-        if workload.key_bearing:
-            yield from _workload_findings(workload, index, config)
-        problem = cannot_evaluate(workload, NAME)
-        if problem is not None:
-            yield problem
+    yield from each_key_bearing(index, NAME, lambda workload: _workload_findings(workload, index, config))
 
 
 RULE = Rule(
