@@ -8,10 +8,10 @@ if __package__ in (None, ""):
     # project root there instead so `infra` imports as a package even when not installed.
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-import pulumi  # noqa: E402
+import pulumi
 
-from infra.errors import KeyfenceError  # noqa: E402
-from infra.program import run_from_config  # noqa: E402
+from infra.errors import KeyfenceError
+from infra.program import run_from_config
 
 try:
     run_from_config()

@@ -8,6 +8,7 @@ inherits this through the root group, so wiring a sub-app is one ``app.add_typer
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import traceback
@@ -24,6 +25,8 @@ from .keys_cli import app as keys_app
 
 DEBUG_ENV: Final = "KEYFENCE_DEBUG"
 _DEBUG_KEY: Final = "keyfence.debug"
+_VAULT_LOGGER: Final = "keyfence.vault"
+_RETRY_LOGGER: Final = "keyfence.vault.retry"
 
 
 def _debug_requested(ctx: typer.Context | None) -> bool:
@@ -40,10 +43,41 @@ def _framework_exception(exc: BaseException) -> bool:
     )
 
 
+class _VaultNotices(logging.Handler):
+    """Vault warnings as ``warning: ...`` lines on stderr; retry notices only when debugging.
+
+    Without a handler Python's last-resort one prints every retry raw, before the error
+    that already counts the attempts; a failed command must read as one message.
+    """
+
+    def __init__(self, ctx: Any) -> None:
+        super().__init__(logging.WARNING)
+        self._ctx = ctx
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name == _RETRY_LOGGER and not _debug_requested(self._ctx):
+            return
+        try:
+            message = record.getMessage()
+        except Exception:
+            self.handleError(record)
+            return
+        typer.echo(f"{record.levelname.lower()}: {message}", err=True)
+
+
 class KeyfenceGroup(TyperGroup):
     """The root group: turns every error raised below it into a message and an exit code."""
 
     def invoke(self, ctx: Any) -> Any:
+        notices = _VaultNotices(ctx)
+        logger = logging.getLogger(_VAULT_LOGGER)
+        logger.addHandler(notices)
+        try:
+            return self._invoke(ctx)
+        finally:
+            logger.removeHandler(notices)
+
+    def _invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except KeyfenceError as exc:

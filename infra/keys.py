@@ -143,7 +143,9 @@ def _metadata_facts(custom: Mapping[str, str], spec_venue: str) -> tuple[_Metada
     venue = custom.get(METADATA_VENUE)
     if venue is not None and venue not in perms.VENUES:
         problems.append(
-            f"custom metadata '{METADATA_VENUE}' is {_show(venue)}, not one of {', '.join(perms.VENUES)}"
+            f"custom metadata '{METADATA_VENUE}' is {_show(venue)}, not one of {', '.join(perms.VENUES)}; "
+            f"set it to the venue the key was created for (this subaccount trades {spec_venue}), "
+            "or re-register the key with 'keyfence keys register'"
         )
         venue = None
     permissions: tuple[str, ...] | None = None
@@ -161,7 +163,8 @@ def _metadata_facts(custom: Mapping[str, str], spec_venue: str) -> tuple[_Metada
             shown = ", ".join(_show(u) for u in unknown)
             problems.append(
                 f"custom metadata '{METADATA_PERMISSIONS}' lists {shown}, not {key_venue} permission ids; "
-                f"{key_venue} permissions are {', '.join(sorted(perms.PERMISSION_IDS[key_venue]))}"
+                f"{key_venue} permissions are {', '.join(sorted(perms.PERMISSION_IDS[key_venue]))}: "
+                "correct it, or re-register the key with 'keyfence keys register'"
             )
         else:
             permissions = tuple(sorted(set(ids)))

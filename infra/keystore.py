@@ -32,7 +32,7 @@ from .keys import (
     fingerprint_of,
 )
 from .spec import DNS_LABEL, MAX_PROCESS_NAME, MAX_SUBACCOUNT_NAME, PATH_SEGMENT, FleetSpec, ProcessEntry
-from .vault import KeyMetadata, KeyNotFoundError, KV2Client
+from .vault import KeyMetadata, KeyNotFoundError, KV2Client, KVMountError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -387,9 +387,20 @@ def iso_utc(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _absent(outcome: object) -> bool:
+    """Whether a read found no key at the path; a mount that cannot hold keys is an error instead.
+
+    A KV version 1 mount answers 'not found' to every KV v2 read and then accepts the write
+    at a path of its own, so 'not found' there must never mean 'free to register'.
+    """
+    return isinstance(outcome, KeyNotFoundError) and not isinstance(outcome, KVMountError)
+
+
 def _existing(client: KV2Client, mount: str, path: str) -> KeyMetadata | None:
     try:
         metadata = client.read_metadata(mount, path)
+    except KVMountError:
+        raise
     except KeyNotFoundError:
         return None
     return metadata if metadata.current_version else None
@@ -420,7 +431,7 @@ def _holders_of(
     unknown: list[str] = []
     problems: list[str] = []
     for path, outcome in zip(paths, outcomes, strict=True):
-        if isinstance(outcome, KeyNotFoundError):
+        if _absent(outcome):
             continue
         if isinstance(outcome, KeyfenceError):
             problems.append(_problem(mount, path, outcome))
@@ -689,7 +700,7 @@ def inventory(
     found: dict[str, KeyMetadata] = {}
     problems: list[str] = []
     for path, outcome in zip(paths, outcomes, strict=True):
-        if isinstance(outcome, KeyNotFoundError):
+        if _absent(outcome):
             continue
         if isinstance(outcome, KeyfenceError):
             problems.append(_problem(mount, path, outcome))

@@ -36,6 +36,8 @@ from .errors import KeyfenceError, RefusedError, VaultError
 from .keys import KeyMaterial
 
 log = logging.getLogger("keyfence.vault")
+retry_log = logging.getLogger("keyfence.vault.retry")
+"""Retry notices: their own logger, so a command line can keep them out of a one-message failure."""
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -60,6 +62,7 @@ MAX_CREDENTIAL_FILE_BYTES: Final = 64 * 1024
 BACKOFF_INITIAL: Final = 0.1
 BACKOFF_MAX: Final = 2.0
 """Backoff between attempts: short, because a deploy waits on it, but enough to ride out a failover."""
+MAX_BACKOFF: Final = 60.0
 
 API_KEY_FIELD: Final = "api_key"
 API_SECRET_FIELD: Final = "api_secret"
@@ -70,6 +73,7 @@ _SEALED = re.compile(r"\bsealed\b", re.I)
 _CAS_MISMATCH = re.compile(r"check-and-set", re.I)
 _NO_ROUTE = re.compile(r"no handler for route", re.I)
 _MOUNT_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_MEDIA_TYPE = re.compile(r"^[A-Za-z0-9.+-]{1,40}/[A-Za-z0-9.+-]{1,60}$")
 
 
 # --------------------------------------------------------------------------- errors
@@ -95,6 +99,14 @@ class KeyNotFoundError(VaultRequestError):
 
 class KeyVersionGoneError(KeyNotFoundError):
     """The version asked for was deleted or destroyed."""
+
+
+class KVMountError(KeyNotFoundError):
+    """The mount itself cannot hold keys (missing, KV version 1, another engine): no key under it can.
+
+    A KeyNotFoundError for compatibility, but callers that treat 'not found' as 'free to
+    write' must not: a KV version 1 mount answers 404 and would accept a write elsewhere.
+    """
 
 
 class KeyAccessDeniedError(VaultRequestError):
@@ -131,6 +143,8 @@ class VaultSettings:
     retries: int = DEFAULT_RETRIES
     """Attempts in total for one request, the first included."""
     concurrency: int = DEFAULT_CONCURRENCY
+    backoff: float = BACKOFF_MAX
+    """The longest wait between two attempts, in seconds; waits grow from 0.1s up to it."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -142,6 +156,8 @@ class VaultSettings:
             problems.append(f"retries {self.retries!r} must be between 1 and {MAX_RETRIES}")
         if not 1 <= self.concurrency <= MAX_CONCURRENCY:
             problems.append(f"concurrency {self.concurrency!r} must be between 1 and {MAX_CONCURRENCY}")
+        if not 0 <= self.backoff <= MAX_BACKOFF:
+            problems.append(f"backoff {self.backoff!r} must be a number of seconds in [0, {MAX_BACKOFF:g}]")
         if self.auth == "token" and not self.token:
             problems.append("token auth needs a token")
         if self.auth == "approle" and not self.role_id:
@@ -166,6 +182,7 @@ class VaultSettings:
             "timeout": self.timeout,
             "retries": self.retries,
             "concurrency": self.concurrency,
+            "backoff": self.backoff,
         }
         return "VaultSettings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items() if v is not None) + ")"
 
@@ -236,6 +253,7 @@ class VaultSettings:
         concurrency = reader.number(
             "KEYFENCE_VAULT_CONCURRENCY", DEFAULT_CONCURRENCY, int, 1, MAX_CONCURRENCY
         )
+        backoff = reader.number("KEYFENCE_VAULT_BACKOFF", BACKOFF_MAX, float, 0, MAX_BACKOFF)
         namespace = reader.text("VAULT_NAMESPACE")
         if reader.problems or addr is None:
             raise VaultError("invalid Vault settings in the environment", problems=reader.problems)
@@ -257,6 +275,7 @@ class VaultSettings:
             timeout=timeout,
             retries=retries,
             concurrency=concurrency,
+            backoff=backoff,
         )
 
 
@@ -605,7 +624,7 @@ class KV2Client:
         response = self._call(
             op, lambda: self._client.secrets.kv.v2.read_secret_metadata(path=path, mount_point=mount)
         )
-        metadata = _parse_metadata(mount, path, _data(response))
+        metadata = _parse_metadata(mount, path, _data(self._vault_json(op, response)))
         if metadata is None:
             raise VaultRequestError(
                 self.addr,
@@ -630,7 +649,7 @@ class KV2Client:
             )
         except hvac.exceptions.InvalidPath as exc:
             raise self._version_missing(op, path, version, exc) from None
-        body = _data(response)
+        body = _data(self._vault_json(op, response))
         data = body.get("data") if isinstance(body, dict) else None
         if not isinstance(data, dict):
             raise MalformedKeyError(
@@ -754,12 +773,20 @@ class KV2Client:
                     translate_missing=False,
                 )
             except hvac.exceptions.InvalidPath as exc:
-                if _NO_ROUTE.search(_errors_text(exc)):
+                # An empty folder is a 404, and so is any LIST on a KV v1 mount: ask which.
+                if _NO_ROUTE.search(_errors_text(exc)) or self._mount_finding(mount):
                     raise self._missing(op, exc) from None
                 continue
-            data = _data(response)
+            data = _data(self._vault_json(op, response))
             names = data.get("keys") if isinstance(data, dict) else None
-            for name in names if isinstance(names, list) else []:
+            if not isinstance(names, list):
+                # Never read a malformed answer as an empty folder: 'no keys' would be a false 'clean'.
+                raise VaultRequestError(
+                    self.addr,
+                    op.ref,
+                    f"Vault answered the listing without a list of keys; is '{mount}' a KV version 2 mount?",
+                )
+            for name in names:
                 child = f"{folder}/{name}" if folder else str(name)
                 if str(name).endswith("/"):
                     pending.append(child.rstrip("/"))
@@ -863,9 +890,7 @@ class KV2Client:
 
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.settings.retries),
-            # Jitter spreads the retries of many concurrent reads; works with tenacity 8 and 9.
-            wait=tenacity.wait_exponential(multiplier=BACKOFF_INITIAL, max=BACKOFF_MAX)
-            + tenacity.wait_random(0, BACKOFF_INITIAL),
+            wait=self._backoff(),
             retry=tenacity.retry_if_exception(self._transient),
             before_sleep=lambda state: self._log_retry(op, state),
             sleep=self._sleep,
@@ -884,11 +909,47 @@ class KV2Client:
         except requests.RequestException as exc:
             raise self._unreachable(op, exc, attempts) from None
 
+    def _vault_json(self, op: _Op, response: Any) -> dict[str, Any]:
+        """The JSON object a successful read returns; anything else did not come from Vault.
+
+        hvac hands back the raw response when a 2xx body is not JSON (a login page, a proxy's
+        placeholder); reading that as 'no data' would tell people to re-register a good key.
+        """
+        if isinstance(response, dict):
+            return response
+        status = getattr(response, "status_code", None)
+        headers = getattr(response, "headers", None)
+        kind = str(headers.get("Content-Type") or "") if headers is not None else ""
+        kind = kind.split(";", 1)[0].strip()
+        shown = f"HTTP {status}" if isinstance(status, int) else "a response"
+        if status == 204:
+            shown += " and no body"
+        elif _MEDIA_TYPE.match(kind):
+            shown += f" ({kind})"
+        raise VaultUnavailableError(
+            f"Vault at {self.addr} answered the request to {op.action} {op.ref} with {shown} instead of "
+            "Vault's JSON; check that VAULT_ADDR is the address of Vault's API, not of a web page, proxy or "
+            "load balancer in front of it"
+        )
+
+    def _backoff(self) -> Callable[[tenacity.RetryCallState], float]:
+        """Exponential waits from 0.1s, jittered, never longer than ``settings.backoff``.
+
+        Jitter spreads the retries of many concurrent reads; the cap is applied to the sum
+        so that KEYFENCE_VAULT_BACKOFF really is the longest wait.
+        """
+        cap = self.settings.backoff
+        first = min(BACKOFF_INITIAL, cap)
+        grow = tenacity.wait_exponential(multiplier=first, max=cap)
+        jitter = tenacity.wait_random(0, first)
+        return lambda state: min(cap, grow(state) + jitter(state))
+
     def _transient(self, exc: BaseException) -> bool:
         """Connection failures and 5xx are worth another attempt; a 4xx never changes on its own."""
         if isinstance(exc, requests.exceptions.SSLError):
             return False
-        if isinstance(exc, requests.ConnectionError):
+        if isinstance(exc, (requests.ConnectionError, requests.exceptions.ChunkedEncodingError)):
+            # Refused, reset, or cut off in the middle of Vault's answer: all gone by the next try.
             return True
         if isinstance(exc, hvac.exceptions.VaultDown):
             # A sealed Vault needs an operator, not a retry.
@@ -905,7 +966,7 @@ class KV2Client:
         status = self._status()
         what = f"HTTP {status}" if status else type(exc).__name__
         delay = state.next_action.sleep if state.next_action else 0.0
-        log.warning(
+        retry_log.warning(
             "Vault at %s: could not %s %s (%s); attempt %d of %d in %.1fs",
             self.addr,
             op.action,
@@ -940,7 +1001,15 @@ class KV2Client:
                 f"cannot reach Vault at {addr}: the connection was refused or dropped{tries} {during}; "
                 "check VAULT_ADDR and that Vault is running"
             )
-        return VaultUnavailableError(f"the request to Vault at {addr} failed {during}: {type(exc).__name__}")
+        if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+            return VaultUnavailableError(
+                f"Vault at {addr} dropped the connection in the middle of its answer{tries} {during}; "
+                "check that Vault is running and healthy, and any proxy or load balancer in front of it"
+            )
+        return VaultUnavailableError(
+            f"the request to Vault at {addr} failed {during}: {type(exc).__name__}; "
+            "check VAULT_ADDR and that it points at Vault's API"
+        )
 
     def _translated(
         self, op: _Op, exc: hvac.exceptions.VaultError, status: int | None, attempts: int
@@ -1025,15 +1094,15 @@ class KV2Client:
     def _missing(self, op: _Op, exc: hvac.exceptions.VaultError) -> KeyNotFoundError:
         mount = op.mount
         if _NO_ROUTE.search(_errors_text(exc)):
-            return KeyNotFoundError(
+            return KVMountError(
                 self.addr,
                 op.ref,
-                f"no secrets engine is mounted at '{mount}/'; "
-                "set vault.mount in the spec to the KV version 2 mount that holds the keys",
+                f"no secrets engine is mounted at '{mount}/'; set vault.mount in the spec "
+                "(--mount for 'keyfence keys') to the KV version 2 mount that holds the keys",
             )
         finding = self._mount_finding(mount)
         if finding:
-            return KeyNotFoundError(self.addr, op.ref, finding)
+            return KVMountError(self.addr, op.ref, finding)
         hint = (
             f" (if it does exist, check that '{mount}' is a KV version 2 mount)"
             if finding == _UNKNOWN

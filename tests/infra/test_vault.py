@@ -14,6 +14,7 @@ from typing import Any
 import certifi
 import hvac
 import pytest
+import requests
 
 import infra.vault as vault
 from infra.errors import EXIT_VIOLATION, KeyfenceError, RefusedError, VaultError
@@ -297,6 +298,36 @@ class TestLoginCallPath:
         with connect(VaultSettings(addr="http://127.0.0.1:1", token="t")):
             pass
         assert calls == []
+
+
+class TestBackoff:
+    """KEYFENCE_VAULT_BACKOFF caps every wait between attempts (values, not clocks, are checked)."""
+
+    def test_default_and_from_env(self) -> None:
+        assert VaultSettings.from_env(BASE_ENV).backoff == vault.BACKOFF_MAX
+        assert VaultSettings.from_env({**BASE_ENV, "KEYFENCE_VAULT_BACKOFF": "0.25"}).backoff == 0.25
+        assert VaultSettings.from_env({**BASE_ENV, "KEYFENCE_VAULT_BACKOFF": "0"}).backoff == 0
+
+    @pytest.mark.parametrize("value", ["-0.1", "61", "nan", "later"])
+    def test_bad_values_named(self, value: str) -> None:
+        with pytest.raises(VaultError, match=f"KEYFENCE_VAULT_BACKOFF='{value}' must be a number of seconds"):
+            VaultSettings.from_env({**BASE_ENV, "KEYFENCE_VAULT_BACKOFF": value})
+
+    @pytest.mark.parametrize("cap", [0.0, 0.05, 0.3])
+    def test_every_wait_is_within_the_cap(self, cap: float) -> None:
+        waits: list[float] = []
+        settings = VaultSettings(addr=f"http://127.0.0.1:{free_port()}", token="t", retries=8, backoff=cap)
+        session = requests.Session()
+        client = hvac.Client(url=settings.addr, token="t", timeout=2, session=session)
+        with (
+            KV2Client(client, settings, session, sleep=waits.append) as kv,
+            pytest.raises(VaultUnavailableError),
+        ):
+            kv.read_metadata("secret", "k")
+        assert len(waits) == 7
+        assert all(0 <= w <= cap for w in waits), waits
+        if cap >= 0.3:
+            assert waits[-1] == cap, "waits grow until they reach the cap"
 
 
 class TestReadMany:
