@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(BIN)/python -m infra.demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check infra policies tests
+	$(BIN)/ruff check infra policies tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -128,6 +128,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise KeyfenceError(f"{path}: cannot read it: {exc}") from None
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+        # PyYAML's constructors raise these on odd tags such as `!!int abc`.
+        raise KeyfenceError(f"{path}: invalid YAML ({type(exc).__name__})") from None
     return data if isinstance(data, dict) else {}
 
 
@@ -143,15 +146,17 @@ def collect_program(
     vault_settings: VaultSettings | None = None,
     program: str | Path | None = None,
     config: Mapping[str, str] | None = None,
+    spec: FleetSpec | None = None,
 ) -> Collected:
     """Run the program under the harness: what ``pulumi preview`` would register.
 
     ``program`` is a Pulumi program (a ``__main__.py`` folder or a file) that calls
     ``infra.program.run_from_config()`` and may declare more resources beside the fleet;
     by default keyfence's own program runs. ``config`` is stack config (``key`` means
-    ``<project>:key``), as ``pulumi config set`` would give it.
+    ``<project>:key``), as ``pulumi config set`` would give it. ``spec``, if given, is the
+    spec at ``spec_path`` already loaded.
     """
-    options = ProgramOptions(spec_path=spec_path, mode=mode, vault=vault_settings)
+    options = ProgramOptions(spec_path=spec_path, mode=mode, vault=vault_settings, loaded=spec)
     stack_config = {(k if ":" in k else f"{project}:{k}"): v for k, v in (config or {}).items()}
     stack_config.setdefault(f"{CONFIG_NAMESPACE}:{SPEC_KEY}", spec_path)
     if program is None:
@@ -292,6 +297,8 @@ def run_check(
     user_config = load_policy_config(policy_pack_config) if policy_pack_config is not None else {}
     pack_dir = Path(policy_pack_dir) if policy_pack_dir is not None else default_policy_pack()
     mode: Mode = "offline" if offline else "check"
+    # Loaded once, for the program and the report: the same SpecError the program would raise.
+    spec = load_spec(spec_file)
     collected = collect_program(
         spec_file,
         mode=mode,
@@ -300,6 +307,7 @@ def run_check(
         vault_settings=vault_settings,
         program=program,
         config=config,
+        spec=spec,
     )
     analysis = _run_pack(
         pack_dir,
@@ -310,7 +318,6 @@ def run_check(
         base_config=dict(OFFLINE_CONFIG) if offline else {},
         config_source=str(policy_pack_config) if policy_pack_config is not None else "policy pack config",
     )
-    spec = load_spec(spec_file)
     return _result(spec_file, stack, offline, spec, collected, analysis)
 
 
@@ -414,9 +421,17 @@ class _Locator:
     """Maps a URN to the spec entry it was declared for: process first, else its subaccount."""
 
     def __init__(self, spec: FleetSpec, resources: list[RegisteredResource]) -> None:
+        self._spec = spec
         self._by_urn = {r.urn: r for r in resources}
         self._processes = {e.ref: e.location for e in spec.entries()}
-        self._subaccounts = _subaccount_locations(spec)
+        self._subaccount_table: dict[str, Location] | None = None
+
+    @property
+    def _subaccounts(self) -> dict[str, Location]:
+        """Read on first use: finding them re-parses the spec, which a clean check never needs."""
+        if self._subaccount_table is None:
+            self._subaccount_table = _subaccount_locations(self._spec)
+        return self._subaccount_table
 
     def locate(self, urn: str) -> tuple[str | None, Location | None]:
         if not urn:

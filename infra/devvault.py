@@ -50,67 +50,97 @@ class DevVault:
     """A running ``bao server -dev``; use as a context manager so it always stops."""
 
     def __init__(
-        self, *, port: int | None = None, root_token: str | None = None, start_timeout: float = 30.0
+        self,
+        *,
+        port: int | None = None,
+        root_token: str | None = None,
+        start_timeout: float = 30.0,
+        workdir: Path | None = None,
     ) -> None:
-        self.port = port or free_port()
+        self._requested_port = port
+        self.port = port or 0
         self.root_token = root_token or f"root-{secrets.token_hex(12)}"
-        self.addr = f"http://{LOOPBACK}:{self.port}"
         self._start_timeout = start_timeout
         self._proc: subprocess.Popen[bytes] | None = None
-        self._home = tempfile.mkdtemp(prefix="keyfence-bao-")
-        self._log = Path(self._home) / "server.log"
+        self._owns_workdir = workdir is None
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="keyfence-bao-"))
+        self.log_path = self.workdir / "server.log"
 
     def __repr__(self) -> str:
         return f"DevVault(addr={self.addr!r})"
 
+    @property
+    def addr(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
     def start(self) -> DevVault:
+        """Start the server; on a port clash (dev mode also binds port + 1) try another free port."""
+        binary = find_bao()
+        for _ in range(5):
+            self.port = self._requested_port or free_port()
+            if self._spawn(binary):
+                return self
+            if self._requested_port is not None:
+                break
+        tail = self.log_tail()
+        self.stop()
+        raise KeyfenceError(f"OpenBao dev server did not start on {LOOPBACK}:{self.port}:\n{tail}")
+
+    def _spawn(self, binary: str) -> bool:
+        home = self.workdir / "home"
+        home.mkdir(parents=True, exist_ok=True)
         env = {
             "PATH": os.environ.get("PATH", ""),
-            "HOME": self._home,
+            "HOME": str(home),
+            "XDG_CONFIG_HOME": str(home / ".config"),
+            "TMPDIR": str(self.workdir),
             # The dev server must not pick up a developer's real Vault settings.
             "BAO_ADDR": self.addr,
             "VAULT_ADDR": self.addr,
         }
         cmd = [
-            find_bao(),
+            binary,
             "server",
             "-dev",
             f"-dev-root-token-id={self.root_token}",
             f"-dev-listen-address={LOOPBACK}:{self.port}",
             "-dev-no-store-token",
         ]
-        with open(self._log, "wb") as log:
-            self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self._home)
-        self._wait_ready()
-        return self
-
-    def _wait_ready(self) -> None:
+        with open(self.log_path, "wb") as log:
+            self._proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=self.workdir
+            )
         deadline = time.monotonic() + self._start_timeout
         while time.monotonic() < deadline:
-            if self._proc is not None and self._proc.poll() is not None:
-                raise KeyfenceError(f"OpenBao dev server exited at start:\n{self.log_tail()}")
+            if self._proc.poll() is not None:
+                self._proc = None
+                return False
             try:
-                health = requests.get(f"{self.addr}/v1/sys/health", timeout=1)
-                if health.status_code == 200:
-                    return
+                if requests.get(f"{self.addr}/v1/sys/health", timeout=1).status_code == 200:
+                    return True
             except requests.RequestException:
                 pass
-            time.sleep(0.1)
-        self.stop()
-        raise KeyfenceError(f"OpenBao dev server at {self.addr} did not become ready:\n{self.log_tail()}")
+            time.sleep(0.05)
+        self._terminate()
+        return False
 
-    def log_tail(self, lines: int = 20) -> str:
+    def log_tail(self, lines: int = 30) -> str:
         try:
-            return "\n".join(self._log.read_text(errors="replace").splitlines()[-lines:])
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
-            return ""
+            return "(no log)"
 
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def stop(self) -> None:
-        """Stop the server; safe to call twice."""
+    def restart(self) -> DevVault:
+        """Stop and start again on the same port and token; a dev server's data is gone with it."""
+        self._terminate()
+        self._requested_port = self.port
+        return self.start()
+
+    def _terminate(self) -> None:
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             proc.terminate()
@@ -119,7 +149,12 @@ class DevVault:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=10)
-        shutil.rmtree(self._home, ignore_errors=True)
+
+    def stop(self) -> None:
+        """Stop the server and remove its work directory if it made one; safe to call twice."""
+        self._terminate()
+        if self._owns_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def env(self) -> dict[str, str]:
         """The variables keyfence reads to reach this server with its root token."""

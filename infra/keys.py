@@ -92,8 +92,8 @@ METADATA_VENUE: Final = "venue"
 METADATA_PERMISSIONS: Final = "permissions"
 """Custom metadata keys keyfence reads on each key (``keyfence keys register`` writes them)."""
 
-FINGERPRINT_PATTERN: Final = re.compile(r"^[0-9a-f]{64}$")
-_SHOWABLE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
+FINGERPRINT_PATTERN: Final = re.compile(r"^[0-9a-f]{64}\Z")
+_SHOWABLE = re.compile(r"^[a-z][a-z0-9-]{0,39}\Z")
 """Metadata values echoed in messages must look like names: a pasted secret never does."""
 
 

@@ -31,6 +31,8 @@ class ProgramOptions:
     mode: Mode = "deploy"
     vault: VaultSettings | None = None
     """Connection settings; ``None`` reads the standard VAULT_* variables (unused offline)."""
+    loaded: FleetSpec | None = None
+    """The spec at ``spec_path`` already loaded, so ``keyfence check`` parses it once, not twice."""
 
 
 _HARNESS_OPTIONS: ContextVar[ProgramOptions | None] = ContextVar("keyfence_harness_options", default=None)
@@ -61,7 +63,7 @@ def options_from_config() -> ProgramOptions:
 
 def prepare(options: ProgramOptions) -> tuple[FleetSpec, list[ResolvedKey]]:
     """Load and validate the spec and resolve every key; raises KeyfenceError, declares nothing."""
-    spec = load_spec(options.spec_path)
+    spec = options.loaded if options.loaded is not None else load_spec(options.spec_path)
     if options.mode == "offline":
         return spec, resolve_keys(spec, None, "offline")
     settings = options.vault or VaultSettings.from_env()

@@ -8,6 +8,7 @@ such as ``permisions`` must never silently fall back to a default.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -36,8 +37,14 @@ MAX_SPEC_BYTES = 4 * 1024 * 1024
 """A fleet of thousands of processes is well under a megabyte; more is a mistake or an attack."""
 MAX_YAML_NODES = 200_000
 """Bound on nodes after alias expansion, so a 'billion laughs' document cannot exhaust memory."""
+MAX_INT_LITERAL = 64
+"""Longest integer literal read: converting a long one (e.g. base 60) costs quadratic time, and no
+field of a spec needs more than a few digits."""
+MAX_SHOWN = 80
+"""Longest rendering of a user's value inside a message; a hostile value must not make a huge error."""
 
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# Patterns end in \Z, not $: $ also matches before a trailing newline, so "name\n" would pass.
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
 MAX_SUBACCOUNT_NAME = 63
 """A subaccount name is its Namespace name: a DNS-1123 label."""
 MAX_PROCESS_NAME = 46
@@ -46,10 +53,10 @@ MAX_INSTANCE_LABEL = 63
 """``app.kubernetes.io/instance`` is ``<subaccount>-<process>``, a label value of at most 63 characters."""
 RESERVED_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
 
-PATH_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+PATH_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 SECRET_LOOKING_ENV = re.compile(r"(SECRET|API_?KEY|PASSWORD|PASSPHRASE|TOKEN|PRIVATE|CREDENTIAL|OTP)", re.I)
-QUANTITY = re.compile(r"^(?P<num>[0-9]+(\.[0-9]+)?|\.[0-9]+)(?P<suffix>m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+QUANTITY = re.compile(r"^(?P<num>[0-9]+(\.[0-9]+)?|\.[0-9]+)(?P<suffix>m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?\Z")
 _SUFFIX_SCALE = {
     None: Decimal(1),
     "m": Decimal("0.001"),
@@ -101,38 +108,83 @@ class _LocatingLoader(yaml.SafeLoader):
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self.duplicate_keys: list[tuple[tuple[int, int], str]] = []
+        self.composed = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        """Stop composing past MAX_YAML_NODES nodes (aliases included): a 4 MiB flow list of a
+        million items would otherwise take many seconds to compose before the count refuses it."""
+        self.composed += 1
+        if self.composed > MAX_YAML_NODES:
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"the spec has more than {MAX_YAML_NODES} YAML nodes; a fleet spec needs far fewer",
+                self.peek_event().start_mark,  # type: ignore[no-untyped-call]
+            )
+        return super().compose_node(parent, index)
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        """SafeLoader's scalar constructors let ValueError & co. escape (``!!int abc``, ``2001-02-30``,
+        ``!!bool maybe``); each becomes a YAML error at the node, like every other bad value."""
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"this value cannot be read as {_tag_name(node.tag)}; quote it if it is meant as text",
+                node.start_mark,
+            ) from None
+
+
+def _tag_name(tag: str) -> str:
+    """``tag:yaml.org,2002:int`` -> ``!!int``: how people write the tag."""
+    return "!!" + tag.removeprefix("tag:yaml.org,2002:") if tag.startswith("tag:yaml.org,2002:") else tag
+
+
+def _expect_node(node: yaml.Node, kind: type[yaml.Node], what: str) -> None:
+    """``!!map`` on a list or ``!!seq`` on a scalar: a YAML error, not a crash in the constructor."""
+    if not isinstance(node, kind):
+        raise yaml.constructor.ConstructorError(
+            None, None, f"{_tag_name(node.tag)} needs {what}, found a {_node_kind(node)}", node.start_mark
+        )
+
+
+def _node_kind(node: yaml.Node) -> str:
+    if isinstance(node, yaml.MappingNode):
+        return "mapping"
+    return "list" if isinstance(node, yaml.SequenceNode) else "scalar"
 
 
 def _construct_mapping(loader: _LocatingLoader, node: yaml.MappingNode) -> Iterator[LocatedDict]:
+    _expect_node(node, yaml.MappingNode, "a mapping")
     data = LocatedDict()
     data.marks = {}
     yield data
-    own = [(k, v) for k, v in node.value if k.tag != "tag:yaml.org,2002:merge"]
+    own_count = sum(1 for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge")
     loader.flatten_mapping(node)
-    merged_count = len(node.value) - len(own)
+    merged_count = len(node.value) - own_count
+    own_keys: set[Any] = set()  # overriding a merged-in key is what merges are for; repeating one is not
     for index, (key_node, value_node) in enumerate(node.value):
         key = loader.construct_object(key_node, deep=True)
         if not isinstance(key, Hashable):
             loader.duplicate_keys.append((_mark(key_node), "a mapping key must be a plain scalar"))
             continue
-        if (
-            key in data
-            and index >= merged_count
-            and _is_own_duplicate(own, index - merged_count, key, loader)
-        ):
-            loader.duplicate_keys.append(
-                (_mark(key_node), f"duplicate key {key!r}: YAML would silently keep only the last one")
-            )
+        if index >= merged_count:
+            if key in own_keys:
+                loader.duplicate_keys.append(
+                    (
+                        _mark(key_node),
+                        f"duplicate key {_brief(key)}: YAML would silently keep only the last one",
+                    )
+                )
+            own_keys.add(key)
         data[key] = loader.construct_object(value_node, deep=True)
         data.marks[key] = _mark(key_node)
 
 
-def _is_own_duplicate(own: list[tuple[yaml.Node, yaml.Node]], position: int, key: Any, loader: Any) -> bool:
-    """True when ``key`` already appeared among this mapping's own (not merged-in) keys."""
-    return any(loader.construct_object(k, deep=True) == key for k, _ in own[:position])
-
-
 def _construct_sequence(loader: _LocatingLoader, node: yaml.SequenceNode) -> Iterator[LocatedList]:
+    _expect_node(node, yaml.SequenceNode, "a list")
     data = LocatedList()
     data.marks = []
     yield data
@@ -141,8 +193,39 @@ def _construct_sequence(loader: _LocatingLoader, node: yaml.SequenceNode) -> Ite
         data.marks.append(_mark(item))
 
 
+def _construct_int(loader: _LocatingLoader, node: yaml.ScalarNode) -> int:
+    if isinstance(node, yaml.ScalarNode) and len(node.value) > MAX_INT_LITERAL:
+        raise yaml.constructor.ConstructorError(
+            None,
+            None,
+            f"an integer of {len(node.value)} characters is too long for a fleet spec; "
+            "quote it if it is meant as text",
+            node.start_mark,
+        )
+    value: int = loader.construct_yaml_int(node)
+    return value
+
+
+def _construct_str(loader: _LocatingLoader, node: yaml.ScalarNode) -> str:
+    value: str = loader.construct_yaml_str(node)
+    if _SURROGATE.search(value):
+        raise yaml.constructor.ConstructorError(
+            None,
+            None,
+            "a \\u escape here makes half a surrogate pair, which is not text (nothing downstream can "
+            "encode it); write the character itself or escape it whole, e.g. \\U0001F600",
+            node.start_mark,
+        )
+    return value
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+"""Only a double-quoted ``\\u`` escape can put one in a string; UTF-8 files cannot hold them."""
+
 _LocatingLoader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
 _LocatingLoader.add_constructor("tag:yaml.org,2002:seq", _construct_sequence)
+_LocatingLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+_LocatingLoader.add_constructor("tag:yaml.org,2002:str", _construct_str)
 
 
 def _count_expanded_nodes(root: yaml.Node, limit: int) -> bool:
@@ -169,7 +252,14 @@ def parse_yaml(text: str, source: str) -> Any:
         raise SpecError(
             f"{source}: the spec is larger than {MAX_SPEC_BYTES // (1024 * 1024)} MiB; refusing to parse it"
         )
-    loader = _LocatingLoader(text)
+    try:
+        loader = _LocatingLoader(text)
+    except yaml.reader.ReaderError as exc:  # the reader checks the whole text up front
+        line, col = _line_col(text, exc.position)
+        character = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise SpecError(
+            f"{source}:{line}:{col}: invalid YAML: character U+{character:04X} is not allowed in YAML text"
+        ) from None
     try:
         root = loader.get_single_node()
         if root is None:
@@ -199,6 +289,41 @@ def parse_yaml(text: str, source: str) -> Any:
     return data
 
 
+_LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
+"""What YAML counts as a line break, so a position computed here agrees with YAML's own marks."""
+
+
+def _line_col(text: str, position: int) -> tuple[int, int]:
+    """1-based line and column of a character offset in ``text``."""
+    breaks = list(_LINE_BREAK.finditer(text, 0, position))
+    line_start = breaks[-1].end() if breaks else 0
+    return len(breaks) + 1, position - line_start + 1
+
+
+def _brief(value: Any) -> str:
+    """``repr`` for messages, cut to MAX_SHOWN characters; never fails on a hostile value."""
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # an int beyond str()'s digit limit, a very deep list
+        return f"a {_kind(value)}"
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
+
+
+def _brief_list(items: list[str]) -> str:
+    """Comma-separated, cut to MAX_SHOWN characters like ``_brief``."""
+    text = ", ".join(items)
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
+
+
+def _kind(value: Any) -> str:
+    """The YAML word for a value's type: internal container classes stay internal."""
+    if isinstance(value, dict):
+        return "mapping"
+    if isinstance(value, list):
+        return "list"
+    return type(value).__name__
+
+
 def locate(data: Any, loc: tuple[Any, ...]) -> tuple[int, int]:
     """The deepest YAML position known along ``loc`` (a pydantic-style path)."""
     position = (1, 1)
@@ -221,9 +346,14 @@ def dotted(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
+        elif isinstance(part, str) and _PLAIN_FIELD.match(part) and len(part) <= MAX_SHOWN:
+            out += f".{part}" if out else part
+        else:  # a key like ' ', 'a.b' or 'x\ny' is quoted, so the path still reads as one path on one line
+            out += f"[{_brief(part)}]"
     return out or "(top level)"
+
+
+_PLAIN_FIELD = re.compile(r"[A-Za-z_\[][A-Za-z0-9_\[\]-]*\Z")
 
 
 # --------------------------------------------------------------------------- field types
@@ -232,10 +362,10 @@ def dotted(loc: tuple[Any, ...]) -> str:
 def _dns_label(kind: str, max_len: int) -> Any:
     def check(value: str) -> str:
         if len(value) > max_len:
-            raise ValueError(f"{kind} {value!r} is {len(value)} characters; at most {max_len} fit")
+            raise ValueError(f"{kind} {_brief(value)} is {len(value)} characters; at most {max_len} fit")
         if not DNS_LABEL.match(value):
             raise ValueError(
-                f"{kind} {value!r} is not a DNS-1123 label: use lowercase letters, digits and '-', "
+                f"{kind} {_brief(value)} is not a DNS-1123 label: use lowercase letters, digits and '-', "
                 "starting and ending with a letter or digit"
             )
         return value
@@ -246,19 +376,21 @@ def _dns_label(kind: str, max_len: int) -> Any:
 def _vault_path(kind: str) -> Any:
     def check(value: str) -> str:
         if "%" in value or "\\" in value:
-            raise ValueError(f"{kind} {value!r} contains '%' or '\\': write the path literally, unencoded")
+            raise ValueError(
+                f"{kind} {_brief(value)} contains '%' or '\\': write the path literally, unencoded"
+            )
         canonical = canonical_key_path(value)
         if not canonical:
-            raise ValueError(f"{kind} {value!r} is empty once '/' are trimmed")
+            raise ValueError(f"{kind} {_brief(value)} is empty once '/' are trimmed")
         for segment in canonical.split("/"):
             if segment in (".", ".."):
                 raise ValueError(
-                    f"{kind} {value!r} contains {segment!r}: Vault paths cannot climb directories"
+                    f"{kind} {_brief(value)} contains {_brief(segment)}: Vault paths cannot climb directories"
                 )
             if not PATH_SEGMENT.match(segment):
                 raise ValueError(
-                    f"{kind} {value!r}: segment {segment!r} may hold only letters, digits, '.', '_' and '-', "
-                    "starting with a letter or digit"
+                    f"{kind} {_brief(value)}: segment {_brief(segment)} may hold only letters, digits, "
+                    "'.', '_' and '-', starting with a letter or digit"
                 )
         return canonical
 
@@ -273,7 +405,7 @@ def _quantity_to_str(value: Any) -> Any:
 
 def _check_quantity(value: str) -> str:
     if not QUANTITY.match(value):
-        raise ValueError(f"{value!r} is not a Kubernetes quantity (examples: 250m, 1, 512Mi, 2Gi)")
+        raise ValueError(f"{_brief(value)} is not a Kubernetes quantity (examples: 250m, 1, 512Mi, 2Gi)")
     return value
 
 
@@ -372,13 +504,13 @@ class Process(_Strict):
     @classmethod
     def _image(cls, value: str) -> str:
         if not value or any(c.isspace() for c in value):
-            raise ValueError(f"image {value!r} must be a non-empty image reference without spaces")
+            raise ValueError(f"image {_brief(value)} must be a non-empty image reference without spaces")
         if "@sha256:" in value:
             return value
         last = value.rsplit("/", 1)[-1]
         if ":" not in last or last.endswith(":latest"):
             raise ValueError(
-                f"image {value!r} is not pinned: add a version tag or digest (not ':latest'), "
+                f"image {_brief(value)} is not pinned: add a version tag or digest (not ':latest'), "
                 "so a restart never starts a different build"
             )
         return value
@@ -393,15 +525,17 @@ class Process(_Strict):
     def _env(cls, value: dict[str, str]) -> dict[str, str]:
         for name in value:
             if not ENV_NAME.match(name):
-                raise ValueError(f"environment variable name {name!r} must match [A-Za-z_][A-Za-z0-9_]*")
+                raise ValueError(
+                    f"environment variable name {_brief(name)} must match [A-Za-z_][A-Za-z0-9_]*"
+                )
             if name.upper().startswith("KEYFENCE_"):
                 raise ValueError(
-                    f"environment variable {name!r}: the KEYFENCE_ prefix is reserved for keyfence"
+                    f"environment variable {_brief(name)}: the KEYFENCE_ prefix is reserved for keyfence"
                 )
             if SECRET_LOOKING_ENV.search(name):
                 raise ValueError(
-                    f"environment variable {name!r} looks like a credential: env holds plain values only; "
-                    "the key is mounted as files under /var/run/keyfence/key"
+                    f"environment variable {_brief(name)} looks like a credential: env holds plain values "
+                    "only; the key is mounted as files under /var/run/keyfence/key"
                 )
         return value
 
@@ -410,7 +544,7 @@ class Process(_Strict):
     def _permissions(cls, value: list[str] | None) -> list[str] | None:
         if value is None:
             return None
-        duplicates = sorted({p for p in value if value.count(p) > 1})
+        duplicates = sorted(p for p, n in Counter(value).items() if n > 1)  # list.count would be quadratic
         if duplicates:
             raise ValueError(f"permissions list {', '.join(duplicates)} more than once")
         return sorted(value)
@@ -433,7 +567,9 @@ class Subaccount(_Strict):
     def _name(cls, value: str) -> str:
         result: str = _dns_label("subaccount name", MAX_SUBACCOUNT_NAME)(value)
         if result in RESERVED_NAMESPACES or result.startswith("kube-"):
-            raise ValueError(f"subaccount name {value!r} is a reserved Kubernetes namespace; choose another")
+            raise ValueError(
+                f"subaccount name {_brief(value)} is a reserved Kubernetes namespace; choose another"
+            )
         return result
 
 
@@ -563,7 +699,7 @@ def _unique_subaccounts_one_master(subaccounts: list[tuple[int, dict[str, Any]]]
             problems.append(
                 (
                     ("subaccounts", si, "name"),
-                    f"subaccount {name!r} is already defined at subaccounts[{seen[name]}]",
+                    f"subaccount {_brief(name)} is already defined at subaccounts[{seen[name]}]",
                 )
             )
         elif name is not None:
@@ -586,7 +722,7 @@ def _institutional_spot(si: int, sub: dict[str, Any]) -> list[Problem]:
     return [
         (
             ("subaccounts", si, "venue"),
-            f"spot subaccount {sub.get('name')!r} is not the master: Kraken offers spot subaccounts to "
+            f"spot subaccount {_brief(sub.get('name'))} is not the master: Kraken offers spot subaccounts to "
             "institutional clients only; add 'institutional: true' if yours is one, "
             "or use a futures subaccount",
         )
@@ -606,7 +742,7 @@ def _unique_processes(
             problems.append(
                 (
                     ("subaccounts", si, "processes", pi, "name"),
-                    f"process {name!r} is already defined in subaccount {sub.get('name')!r} "
+                    f"process {_brief(name)} is already defined in subaccount {_brief(sub.get('name'))} "
                     f"at processes[{seen[name]}]",
                 )
             )
@@ -622,7 +758,7 @@ def _instance_label_fits(loc: tuple[Any, ...], sub: dict[str, Any], proc: dict[s
     return [
         (
             (*loc, "name"),
-            f"'{sname}-{pname}' is {len(sname) + 1 + len(pname)} characters: the instance label "
+            f"{_brief(f'{sname}-{pname}')} is {len(sname) + 1 + len(pname)} characters: the instance label "
             f"<subaccount>-<process> must fit {MAX_INSTANCE_LABEL}; shorten either name",
         )
     ]
@@ -651,7 +787,7 @@ def _unique_key_path(
     return [
         (
             (*loc, "key") if raw_key is not None else (*loc, "name"),
-            f"key path {key_path!r} is already assigned to {other} ({dotted(other_loc)}): "
+            f"key path {_brief(key_path)} is already assigned to {other} ({dotted(other_loc)}): "
             "two processes may never share a key, each needs its own nonce sequence",
         )
     ]
@@ -678,11 +814,12 @@ def _permissions_fit_role(loc: tuple[Any, ...], sub: dict[str, Any], proc: dict[
         problems.append(
             (
                 (*loc, "permissions"),
-                f"not {venue} permission ids: {', '.join(unknown)}; {venue} permissions are "
+                f"not {venue} permission ids: {_brief_list(unknown)}; {venue} permissions are "
                 f"{', '.join(sorted(perms.PERMISSION_IDS[venue]))}",
             )
         )
-    known = [i for i in ids if i not in unknown]
+    unknown_set = set(unknown)  # a list here would make long permission lists quadratic
+    known = [i for i in ids if i not in unknown_set]
     extra = perms.excess(role, venue, known, master=master, allow_withdrawals=withdrawals)
     if extra:
         problems.append(((*loc, "permissions"), perms.explain_excess(role, venue, extra, master=master)))
@@ -717,7 +854,7 @@ def _pydantic_problems(exc: ValidationError) -> list[Problem]:
         if kind == "extra_forbidden":
             field = str(loc[-1]) if loc else "?"
             hint = EXTRA_FIELD_HINTS.get(field, "check the spelling against the spec reference in README.md")
-            message = f"unknown field {field!r}: {hint}"
+            message = f"unknown field {_brief(field)}: {hint}"
         elif kind == "missing":
             message = "this field is required"
         elif kind in (
@@ -736,10 +873,10 @@ def _pydantic_problems(exc: ValidationError) -> list[Problem]:
                 "model_type": "a mapping",
                 "model_attributes_type": "a mapping",
             }[kind]
-            message = f"expected {expected}, got {type(err.get('input')).__name__}"
+            message = f"expected {expected}, got {_kind(err.get('input'))}"
         elif kind == "literal_error":
             expected = err.get("ctx", {}).get("expected", "")
-            message = f"{err.get('input')!r} is not one of {expected}"
+            message = f"{_brief(err.get('input'))} is not one of {expected}"
         elif kind == "too_short":
             message = "must list at least one entry"
         else:
@@ -793,7 +930,8 @@ def load_spec(path: str | Path) -> FleetSpec:
     """Read, parse and validate the fleet spec at ``path``."""
     p = Path(path)
     try:
-        raw = p.read_bytes()
+        with p.open("rb") as stream:
+            raw = stream.read(MAX_SPEC_BYTES + 1)  # never more: the path may be huge, or /dev/zero
     except FileNotFoundError:
         raise SpecError(
             f"{p}: no such spec file (set keyfence:spec in the stack config or pass --spec)"

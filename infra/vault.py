@@ -72,7 +72,7 @@ _FALSE = frozenset({"", "0", "f", "false", "n", "no", "off"})
 _SEALED = re.compile(r"\bsealed\b", re.I)
 _CAS_MISMATCH = re.compile(r"check-and-set", re.I)
 _NO_ROUTE = re.compile(r"no handler for route", re.I)
-_MOUNT_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_MOUNT_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 _MEDIA_TYPE = re.compile(r"^[A-Za-z0-9.+-]{1,40}/[A-Za-z0-9.+-]{1,60}$")
 
 

@@ -1,14 +1,23 @@
 """The program the Pulumi CLI runs for ``--policy-pack policies/``: it serves the keyfence pack.
 
 The CLI runs this folder with itself on ``sys.path``, hence the top-level
-``keyfence_rules`` import. Nothing else belongs here: constructing ``PolicyPack``
+``keyfence_rules`` import. Nothing else belongs here but process set-up (the garbage
+collector's thresholds): constructing ``PolicyPack``
 starts the analyzer's gRPC server and never returns, so this file must never be
 imported by tests or by the program.
 """
 
+import gc
+
 # mypy checks this file as ``policies.__main__``, where the top-level name does not resolve.
 from keyfence_rules.pack import build_policies  # type: ignore[import-not-found,unused-ignore]
 from pulumi_policy import EnforcementLevel, PolicyPack
+
+# AnalyzeStack deserialises the whole stack once per policy; with CPython's default
+# thresholds the collector rescans those trees again and again, which made a large stack's
+# analysis superlinear. Young collections every 500k allocations keep it linear; the trees
+# are acyclic, so reference counting frees them anyway and memory stays bounded.
+gc.set_threshold(max(gc.get_threshold()[0], 500_000), *gc.get_threshold()[1:])
 
 PolicyPack(
     name="keyfence",

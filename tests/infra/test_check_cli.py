@@ -537,3 +537,13 @@ def test_sub_apps_inherit_the_error_handling() -> None:
         assert "Traceback" not in crashed.stderr
     finally:
         app.registered_groups.pop()
+
+
+def test_odd_yaml_tag_in_pulumi_project_is_a_clean_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "Pulumi.yaml").write_text("name: !!int abc\nruntime: python\n")
+    monkeypatch.chdir(tmp_path)
+    result = invoke("check", "--offline")
+    assert result.exit_code == EXIT_INVALID
+    assert "Pulumi.yaml: invalid YAML (ValueError)" in result.stderr and "internal error" not in result.stderr

@@ -502,3 +502,10 @@ def test_fifty_keys_concurrently_over_one_session(openbao: OpenBao, vault_prefix
     assert [k.entry.process.name for k in keys] == names
     assert len({k.fingerprint for k in keys}) == 50
     assert all(k.material == canary(vault_prefix, k.entry.process.name) for k in keys)
+
+
+def test_fingerprint_with_a_trailing_newline_is_malformed() -> None:
+    from infra.keys import FINGERPRINT_PATTERN
+
+    assert FINGERPRINT_PATTERN.match("a" * 64)
+    assert not FINGERPRINT_PATTERN.match("a" * 64 + "\n")

@@ -7,7 +7,6 @@ import runpy
 from pathlib import Path
 from typing import Any
 
-import kubernetes_validate
 import pulumi
 import pytest
 from pulumi.runtime import rpc
@@ -19,8 +18,6 @@ from infra.program import ProgramOptions, run
 from infra.spec import load_spec_text
 from policies.keyfence_rules import labels as L
 from tests.fleet_fixtures import EXAMPLE_SPEC, ROOT, canary_strings, example_spec, resolved_keys
-
-K8S_VERSION = "1.37.0"
 
 
 @pytest.fixture(scope="module")
@@ -36,21 +33,6 @@ def of_type(collected: Collected, suffix: str) -> list[RegisteredResource]:
 
 def raw(resource: RegisteredResource) -> Any:
     return rpc.deserialize_properties(resource.properties, keep_unknowns=True)
-
-
-def manifest(resource: RegisteredResource) -> Any:
-    """The object Kubernetes would receive: secrets unwrapped to their real shape."""
-
-    def unwrap(value: Any) -> Any:
-        if rpc.is_rpc_secret(value):
-            return unwrap(rpc.unwrap_rpc_secret(value))
-        if isinstance(value, dict):
-            return {k: unwrap(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [unwrap(v) for v in value]
-        return value
-
-    return unwrap(raw(resource))
 
 
 def test_one_namespace_and_default_deny_per_subaccount(declared: tuple[Collected, list[Any]]) -> None:
@@ -254,20 +236,6 @@ def test_stack_outputs_per_process(declared: tuple[Collected, list[Any]]) -> Non
             "fingerprint": key.fingerprint,
             "version": 3,
         }
-
-
-@pytest.mark.parametrize("version", ["1.35.0", "1.36.0", K8S_VERSION])
-def test_manifests_validate_against_kubernetes_schema(
-    declared: tuple[Collected, list[Any]], version: str
-) -> None:
-    collected, _ = declared
-    checked = 0
-    for r in collected.resources:
-        if not r.custom:
-            continue
-        kubernetes_validate.validate(manifest(r), version, strict=True)
-        checked += 1
-    assert checked == len([r for r in collected.resources if r.custom]) > 0
 
 
 def test_offline_mode_declares_with_placeholders_and_path_identity() -> None:

@@ -212,3 +212,19 @@ def test_a_key_secret_in_an_unknown_namespace_cannot_be_matched_and_is_reported(
     secret_urn = urn_of(SECRET, f"{P.resource_name}/key")
     message = next(v.message for v in violations if v.urn == secret_urn)
     assert "metadata.namespace is not known during preview" in message
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [UNKNOWN_OBJECT_VALUE, 7, "momentum/rogue-key", ["x"]],
+    ids=["unknown", "number", "string", "list"],
+)
+def test_a_secret_whose_whole_metadata_is_unreadable_is_reported_not_taken_for_a_plain_secret(
+    metadata: Any,
+) -> None:
+    """Its labels (is it a key?) and its name (who mounts it?) are both unreadable: fail closed."""
+    stack = [*clean_stack([P]), wrap(SECRET, {"metadata": metadata, "type": "Opaque"}, "rogue-key")]
+    violations = run("no-duplicate-key-assignment", stack)
+    rogue = [v for v in violations if v.urn == urn_of(SECRET, "rogue-key")]
+    assert len(rogue) == 1 and "cannot evaluate" in rogue[0].message, violations
+    assert "metadata is" in rogue[0].message

@@ -1,0 +1,81 @@
+"""Store a synthetic fleet's keys in OpenBao, quickly and exactly as keyfence registers them.
+
+``keyfence keys register`` scans every other key for a copy before each write, which is right
+for an operator and far too slow for 2000 keys. The benchmark owns the fleet and knows every
+key is distinct, so it writes each key directly (data, then the custom metadata keyfence
+reads: subaccount, venue, permissions, fingerprint, registered_at) over one pooled session
+on several threads.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Final
+
+import hvac
+import requests
+from requests.adapters import HTTPAdapter
+
+from infra.keys import (
+    METADATA_FINGERPRINT,
+    METADATA_PERMISSIONS,
+    METADATA_SUBACCOUNT,
+    METADATA_VENUE,
+)
+from infra.keystore import METADATA_REGISTERED_AT
+from infra.vault import API_KEY_FIELD, API_SECRET_FIELD
+from policies.keyfence_rules.permissions import format_permissions
+
+from .fleet import BenchProcess, Fleet
+
+REGISTERED_AT: Final = "2026-01-01T00:00:00Z"
+"""A fixed registration time: the seeded Vault is the same on every run."""
+DEFAULT_CONCURRENCY: Final = 16
+
+
+def custom_metadata(process: BenchProcess) -> dict[str, str]:
+    """The custom metadata ``keyfence keys register`` would write for this key."""
+    return {
+        METADATA_SUBACCOUNT: process.subaccount.name,
+        METADATA_VENUE: process.subaccount.venue,
+        METADATA_PERMISSIONS: format_permissions(process.permissions),
+        METADATA_FINGERPRINT: process.material.fingerprint,
+        METADATA_REGISTERED_AT: REGISTERED_AT,
+    }
+
+
+def client(addr: str, token: str, *, concurrency: int = DEFAULT_CONCURRENCY) -> hvac.Client:
+    """An hvac client whose one session keeps a connection per writer thread."""
+    session = requests.Session()
+    session.mount("http://", HTTPAdapter(pool_maxsize=concurrency))
+    session.mount("https://", HTTPAdapter(pool_maxsize=concurrency))
+    return hvac.Client(url=addr, token=token, session=session, timeout=30)
+
+
+def seed_one(vault: hvac.Client, fleet: Fleet, process: BenchProcess) -> None:
+    """Write one key's current version and its metadata (check-and-set required, as keyfence sets)."""
+    kv = vault.secrets.kv.v2
+    kv.create_or_update_secret(
+        path=process.key_path,
+        secret={API_KEY_FIELD: process.material.api_key, API_SECRET_FIELD: process.material.api_secret},
+        mount_point=fleet.mount,
+    )
+    kv.update_metadata(
+        path=process.key_path,
+        custom_metadata=custom_metadata(process),
+        cas_required=True,
+        delete_version_after=None,
+        mount_point=fleet.mount,
+    )
+
+
+def seed(addr: str, token: str, fleet: Fleet, *, concurrency: int = DEFAULT_CONCURRENCY) -> int:
+    """Store every key of ``fleet``; returns how many were written. Any failure is raised."""
+    vault = client(addr, token, concurrency=concurrency)
+    try:
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="bench-seed") as pool:
+            # list() drains the iterator, so the first failed write is raised here.
+            list(pool.map(lambda p: seed_one(vault, fleet, p), fleet.processes))
+    finally:
+        vault.adapter.close()
+    return len(fleet.processes)

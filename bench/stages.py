@@ -1,0 +1,225 @@
+"""Each stage of keyfence, timed on its own, and ``keyfence check`` end to end.
+
+Every stage runs from a cold start of what it measures (a new Vault session, a new pack
+process, a fresh SDK runtime), ``repeats`` times, and reports the median of
+``time.perf_counter`` wall-clock seconds: the median shrugs off one slow run on a shared
+machine, where a mean would not. The stages are the parts ``keyfence check`` and the
+program under ``pulumi up`` are made of, so their sum can be compared with the end-to-end
+figure, and each can be compared with the SDK's floor.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, TypeVar
+
+from infra.analyzer import PolicyPackSession, reconcile_config
+from infra.check import DEFAULT_PROJECT, DEFAULT_STACK, CheckResult, default_policy_pack, run_check
+from infra.harness import Collected, RegisteredResource, collect
+from infra.keys import Mode, ResolvedKey, resolve_keys
+from infra.resources import declare_fleet
+from infra.spec import FleetSpec, load_spec
+from infra.vault import VaultSettings, connect
+
+from .fleet import Fleet
+from .floor import run_floor
+
+T = TypeVar("T")
+
+FLOOR: Final = "floor"
+SPEC: Final = "spec"
+VAULT_METADATA: Final = "vault_metadata"
+VAULT_DATA: Final = "vault_data"
+REGISTRATION: Final = "registration"
+PACK_START: Final = "pack_start"
+ANALYSIS: Final = "analysis"
+CHECK: Final = "check"
+STAGES: Final[tuple[str, ...]] = (
+    FLOOR,
+    SPEC,
+    VAULT_METADATA,
+    VAULT_DATA,
+    REGISTRATION,
+    PACK_START,
+    ANALYSIS,
+    CHECK,
+)
+"""Every timed stage, in the order the table shows them."""
+
+
+class BenchError(Exception):
+    """The benchmark's input is not what it should be (a check that fails, a floor that differs)."""
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One stage's runs, in seconds."""
+
+    runs: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.runs)
+
+
+@contextmanager
+def isolated() -> Iterator[None]:
+    """Run a measurement as if in a fresh process, as far as the garbage collector goes.
+
+    What the benchmark itself holds (earlier stages' results, the fleet, the SDK's leftovers)
+    is collected, then frozen out of the collector's view for the run, so a stage is never
+    charged for rescanning objects that are not its own.
+    """
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+def timed(action: Callable[[], T], repeats: int) -> tuple[Timing, T]:
+    """Run ``action`` ``repeats`` times, each :func:`isolated`; every run's time, the last result.
+
+    Earlier runs' results are dropped at once, so no run pays for its predecessor's memory.
+    """
+    if repeats < 1:
+        raise ValueError("repeats must be at least 1")
+    runs: list[float] = []
+    for _ in range(repeats - 1):
+        with isolated():
+            start = time.perf_counter()
+            action()
+            runs.append(time.perf_counter() - start)
+    with isolated():
+        start = time.perf_counter()
+        result = action()
+        runs.append(time.perf_counter() - start)
+    return Timing(tuple(runs)), result
+
+
+def resource_types(resources: Sequence[RegisteredResource]) -> dict[str, int]:
+    """How many resources of each type were registered (the floor's and the program's must match)."""
+    return dict(sorted(Counter(r.type for r in resources).items()))
+
+
+# --------------------------------------------------------------------------- the stages
+
+
+def floor(fleet: Fleet) -> Collected:
+    """The bare SDK program under the harness's mocks."""
+    return run_floor(fleet, project=DEFAULT_PROJECT, stack=DEFAULT_STACK)
+
+
+def resolve(spec: FleetSpec, settings: VaultSettings, mode: Mode) -> list[ResolvedKey]:
+    """Vault resolution as the program does it: connect, resolve every key, close."""
+    with connect(settings) as client:
+        return resolve_keys(spec, client, mode)
+
+
+def register(spec: FleetSpec, keys: list[ResolvedKey]) -> Collected:
+    """The program's declarations under the mocks, keys already resolved (no spec load, no Vault)."""
+    return collect(lambda: declare_fleet(spec, keys), project=DEFAULT_PROJECT, stack=DEFAULT_STACK)
+
+
+@dataclass(frozen=True)
+class PackTimings:
+    """Starting and configuring the pack, and analysing one stack with it."""
+
+    start: Timing
+    analysis: Timing
+    violations: int
+
+
+def analyse(
+    resources: Sequence[RegisteredResource], repeats: int, pack_dir: Path | None = None
+) -> PackTimings:
+    """Start the real pack process (timed apart), then every Analyze and AnalyzeStack call (timed)."""
+    directory = pack_dir or default_policy_pack()
+    starts: list[float] = []
+    analyses: list[float] = []
+    violations = 0
+    for _ in range(repeats):
+        with isolated():
+            began = time.perf_counter()
+            with PolicyPackSession(directory, project=DEFAULT_PROJECT, stack=DEFAULT_STACK) as session:
+                info, policies, initial = session.get_info()
+                session.configure(reconcile_config(policies, initial, []))
+                started = time.perf_counter()
+                found = session.analyze(resources, info.name or session.name)
+                analyses.append(time.perf_counter() - started)
+                starts.append(started - began)
+        violations = max(violations, len(found))
+    return PackTimings(Timing(tuple(starts)), Timing(tuple(analyses)), violations)
+
+
+def check(spec_path: Path, settings: VaultSettings) -> CheckResult:
+    """``keyfence check`` end to end, in process: spec, Vault metadata, program, pack, report data."""
+    return run_check(spec_path, offline=False, vault_settings=settings)
+
+
+# --------------------------------------------------------------------------- one size
+
+
+@dataclass(frozen=True)
+class SizeFigures:
+    """Everything measured for one fleet size."""
+
+    processes: int
+    subaccounts: int
+    resources: int
+    timings: dict[str, Timing]
+    program_types: dict[str, int]
+    floor_types: dict[str, int]
+
+
+def _program_stages(
+    spec: FleetSpec, settings: VaultSettings, repeats: int, timings: dict[str, Timing]
+) -> tuple[list[ResolvedKey], dict[str, int]]:
+    """Vault (both modes) and registration; returns the check-mode keys and the program's types."""
+    timings[VAULT_METADATA], check_keys = timed(lambda: resolve(spec, settings, "check"), repeats)
+    timings[VAULT_DATA], deploy_keys = timed(lambda: resolve(spec, settings, "deploy"), repeats)
+    timings[REGISTRATION], deployed = timed(lambda: register(spec, deploy_keys), repeats)
+    return check_keys, resource_types(deployed.resources)
+
+
+def measure(fleet: Fleet, spec_path: Path, settings: VaultSettings, repeats: int) -> SizeFigures:
+    """Time every stage on one seeded fleet; raises BenchError if the run is not a clean check."""
+    timings: dict[str, Timing] = {}
+    timings[FLOOR], floor_run = timed(lambda: floor(fleet), repeats)
+    floor_types = resource_types(floor_run.resources)
+    del floor_run  # what each stage leaves behind is released before the next one runs
+
+    timings[SPEC], spec = timed(lambda: load_spec(spec_path), repeats)
+    check_keys, program_types = _program_stages(spec, settings, repeats, timings)
+
+    # The pack analyses what the check declares: the program with check-mode keys (metadata only).
+    checked = register(spec, check_keys).resources
+    pack = analyse(checked, repeats)
+    timings[PACK_START], timings[ANALYSIS] = pack.start, pack.analysis
+    resources = len(checked)
+    del checked
+
+    timings[CHECK], result = timed(lambda: check(spec_path, settings), repeats)
+    if not result.ok or result.findings or pack.violations:
+        raise BenchError(
+            f"the {len(fleet.processes)}-process fleet is not clean: {len(result.findings)} finding(s) in "
+            f"the check, {pack.violations} in the analysis stage; the benchmark must time a passing check"
+        )
+    if result.resource_count != resources:
+        raise BenchError(f"the check declared {result.resource_count} resources, the program {resources}")
+    return SizeFigures(
+        processes=len(fleet.processes),
+        subaccounts=len(fleet.subaccounts),
+        resources=resources,
+        timings={name: timings[name] for name in STAGES},
+        program_types=program_types,
+        floor_types=floor_types,
+    )
