@@ -157,7 +157,22 @@ class OpenBao:
     def enable_secrets(self, engine: str, path: str, options: Mapping[str, str] | None = None) -> str:
         if f"{path}/" not in self.client.sys.list_mounted_secrets_engines()["data"]:
             self.client.sys.enable_secrets_engine(backend_type=engine, path=path, options=dict(options or {}))
+            if engine == "kv" and (options or {}).get("version") == "2":
+                wait_for_kv2(self.client, path)
         return path
+
+
+def wait_for_kv2(client: hvac.Client, mount: str, timeout: float = 30.0) -> None:
+    """A new KV v2 mount answers "Upgrading from non-versioned to versioned data" for a moment."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.secrets.kv.v2.read_configuration(mount_point=mount)
+            return
+        except hvac.exceptions.InvalidRequest:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
     def approle(self, hcl: str, *, mount: str = "approle") -> tuple[str, str]:
         """A new AppRole holding the policy in ``hcl``; returns (role_id, secret_id)."""

@@ -32,7 +32,7 @@ from infra.vault import (
     connect,
     read_many,
 )
-from tests.openbao import Fault, FlakyProxy, OpenBao, free_port
+from tests.openbao import Fault, FlakyProxy, OpenBao, free_port, wait_for_kv2
 
 BASE_ENV = {"VAULT_ADDR": "https://vault.example.com:8200", "VAULT_TOKEN": "s.supersecrettoken"}
 
@@ -838,6 +838,7 @@ def test_namespace(openbao: OpenBao, vault_prefix: str) -> None:
     openbao.client.adapter.post(f"/v1/sys/namespaces/{namespace}")
     inside = hvac.Client(url=openbao.addr, token=openbao.root_token, namespace=namespace)
     inside.sys.enable_secrets_engine(backend_type="kv", path="secret", options={"version": "2"})
+    wait_for_kv2(inside, "secret")
     inside.secrets.kv.v2.create_or_update_secret(path="k", secret={"api_key": "KN", "api_secret": "SN"})
     env = {"VAULT_ADDR": openbao.addr, "VAULT_TOKEN": openbao.root_token, "VAULT_NAMESPACE": namespace}
     with connect(VaultSettings.from_env(env)) as client:
