@@ -25,6 +25,19 @@ import requests
 from infra.devvault import LOOPBACK, DevVault, free_port
 
 
+def wait_for_kv2(client: hvac.Client, mount: str, timeout: float = 30.0) -> None:
+    """A new KV v2 mount answers "Upgrading from non-versioned to versioned data" for a moment."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.secrets.kv.v2.read_configuration(mount_point=mount)
+            return
+        except hvac.exceptions.InvalidRequest:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class OpenBao:
     """One ``bao server -dev`` process (infra.devvault runs it) and a root hvac client for it."""
 
@@ -160,19 +173,6 @@ class OpenBao:
             if engine == "kv" and (options or {}).get("version") == "2":
                 wait_for_kv2(self.client, path)
         return path
-
-
-def wait_for_kv2(client: hvac.Client, mount: str, timeout: float = 30.0) -> None:
-    """A new KV v2 mount answers "Upgrading from non-versioned to versioned data" for a moment."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            client.secrets.kv.v2.read_configuration(mount_point=mount)
-            return
-        except hvac.exceptions.InvalidRequest:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
     def approle(self, hcl: str, *, mount: str = "approle") -> tuple[str, str]:
         """A new AppRole holding the policy in ``hcl``; returns (role_id, secret_id)."""
