@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any, Final
 
 import yaml
+from keyfence_policies import permissions as perms
 
 from infra.keys import KeyMaterial
-from policies.keyfence_rules import permissions as perms
 
 MOUNT: Final = "secret"
 MASTER_NAME: Final = "main"

@@ -16,9 +16,9 @@ from typing import Any, Final
 
 import pulumi
 import pulumi_kubernetes as k8s
+from keyfence_policies import labels as L
 
 from infra.harness import Collected, collect
-from policies.keyfence_rules import labels as L
 
 from .fleet import BenchProcess, BenchSubaccount, Fleet
 

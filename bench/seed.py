@@ -14,6 +14,7 @@ from typing import Final
 
 import hvac
 import requests
+from keyfence_policies.permissions import format_permissions
 from requests.adapters import HTTPAdapter
 
 from infra.keys import (
@@ -24,7 +25,6 @@ from infra.keys import (
 )
 from infra.keystore import METADATA_REGISTERED_AT
 from infra.vault import API_KEY_FIELD, API_SECRET_FIELD
-from policies.keyfence_rules.permissions import format_permissions
 
 from .fleet import BenchProcess, Fleet
 

@@ -18,8 +18,7 @@ from typing import Any, Final
 
 import pulumi
 import yaml
-
-from policies.keyfence_rules import labels as L
+from keyfence_policies import labels as L
 
 from .analyzer import Analysis, ConfigEntry, ConfigLayer, Level, PolicyMeta, Violation, load_policy_config
 from .analyzer import run_policy_pack as _run_pack
@@ -48,10 +47,20 @@ OFFLINE_CONFIG: Final[ConfigLayer] = {
 
 
 def default_policy_pack() -> Path:
-    """The keyfence pack that ships with this installation (the repo's ``policies/``)."""
-    import policies
+    """The keyfence pack folder (``policies/``) that holds the installed ``keyfence_policies`` rules.
 
-    return Path(policies.__file__).resolve().parent
+    Raises ``KeyfenceError`` when the rules were installed without their pack folder (a
+    non-editable ``pip install``): the check then needs ``--policy-pack DIR``.
+    """
+    import keyfence_policies
+
+    folder = Path(keyfence_policies.__file__).resolve().parent.parent
+    if not (folder / "PulumiPolicy.yaml").is_file() or not (folder / "__main__.py").is_file():
+        raise KeyfenceError(
+            f"no policy pack folder beside the installed rules ({folder}): pass --policy-pack "
+            "with the path of keyfence's policies/ folder (it holds PulumiPolicy.yaml)"
+        )
+    return folder
 
 
 # --------------------------------------------------------------------------- which spec, which stack

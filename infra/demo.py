@@ -25,14 +25,13 @@ from typing import Any, Final
 
 import hvac
 import yaml
+from keyfence_policies import permissions as perms
 from rich import box
 from rich.console import Console
 from rich.panel import Panel
 from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
-
-from policies.keyfence_rules import permissions as perms
 
 from .devvault import DevVault
 from .errors import EXIT_OK, EXIT_VIOLATION, KeyfenceError

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Literal
 
-from policies.keyfence_rules import permissions as perms
+from keyfence_policies import permissions as perms
 
 from .errors import KeyfenceError, KeyVerificationError
 from .spec import FleetSpec, ProcessEntry

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Final, Protocol, TypeVar
 
-from policies.keyfence_rules import permissions as perms
-from policies.keyfence_rules.labels import canonical_key_path
+from keyfence_policies import permissions as perms
+from keyfence_policies.labels import canonical_key_path
 
 from .errors import KeyfenceError, RefusedError, VaultError
 from .keys import (

@@ -11,9 +11,8 @@ from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
-
-from policies.keyfence_rules import labels as L
-from policies.keyfence_rules.permissions import format_permissions
+from keyfence_policies import labels as L
+from keyfence_policies.permissions import format_permissions
 
 from .keys import ResolvedKey
 from .spec import FleetSpec, ProcessEntry, Subaccount

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
+from keyfence_policies import permissions as perms
+from keyfence_policies.labels import canonical_key_path
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -27,9 +29,6 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
-
-from policies.keyfence_rules import permissions as perms
-from policies.keyfence_rules.labels import canonical_key_path
 
 from .errors import SpecError
 

@@ -28,9 +28,8 @@ import hvac
 import hvac.exceptions
 import requests
 import tenacity
+from keyfence_policies.labels import canonical_key_path
 from requests.adapters import HTTPAdapter
-
-from policies.keyfence_rules.labels import canonical_key_path
 
 from .errors import KeyfenceError, RefusedError, VaultError
 from .keys import KeyMaterial

@@ -1,7 +1,7 @@
 """The program the Pulumi CLI runs for ``--policy-pack policies/``: it serves the keyfence pack.
 
 The CLI runs this folder with itself on ``sys.path``, hence the top-level
-``keyfence_rules`` import. Nothing else belongs here but process set-up (the garbage
+``keyfence_policies`` import. Nothing else belongs here but process set-up (the garbage
 collector's thresholds): constructing ``PolicyPack``
 starts the analyzer's gRPC server and never returns, so this file must never be
 imported by tests or by the program.
@@ -10,7 +10,7 @@ imported by tests or by the program.
 import gc
 
 # mypy checks this file as ``policies.__main__``, where the top-level name does not resolve.
-from keyfence_rules.pack import build_policies  # type: ignore[import-not-found,unused-ignore]
+from keyfence_policies.pack import build_policies  # type: ignore[import-not-found,unused-ignore]
 from pulumi_policy import EnforcementLevel, PolicyPack
 
 # AnalyzeStack deserialises the whole stack once per policy; with CPython's default

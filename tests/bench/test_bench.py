@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from keyfence_policies import permissions as perms
 
 from bench import report
 from bench.fleet import Fleet, generate
@@ -24,7 +25,6 @@ from bench.run import BenchConfig, finish
 from bench.stages import STAGES, register, resource_types
 from infra.keys import ResolvedKey
 from infra.spec import load_spec
-from policies.keyfence_rules import permissions as perms
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import re
 
 from hypothesis import event
+from keyfence_policies import permissions as perms
 
 from infra.errors import EXIT_INVALID, SpecError
 from infra.spec import FleetSpec, load_spec_text
-from policies.keyfence_rules import permissions as perms
 
 SOURCE = "hostile.yaml"
 MAX_MESSAGE_LINE = 1000

@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 from hypothesis import strategies as st
-
-from policies.keyfence_rules import permissions as perms
+from keyfence_policies import permissions as perms
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 EXAMPLE_TEXT = (ROOT / "examples" / "fleet.yaml").read_text(encoding="utf-8")

@@ -17,13 +17,13 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from keyfence_policies import labels as L
+from keyfence_policies import permissions as perms
 from pulumi.runtime import rpc
 
 from infra import resources
 from infra.harness import Collected, RegisteredResource, collect
 from infra.spec import FleetSpec, load_spec_text
-from policies.keyfence_rules import labels as L
-from policies.keyfence_rules import permissions as perms
 from tests.fleet_fixtures import example_spec, resolved_keys
 
 DECLARED_KINDS = {"Namespace", "NetworkPolicy", "ServiceAccount", "Secret", "Deployment"}

@@ -9,6 +9,7 @@ from typing import Any
 
 import pulumi
 import pytest
+from keyfence_policies import labels as L
 from pulumi.runtime import rpc
 
 from infra import resources
@@ -16,7 +17,6 @@ from infra.errors import SpecError
 from infra.harness import Collected, RegisteredResource, collect
 from infra.program import ProgramOptions, run
 from infra.spec import load_spec_text
-from policies.keyfence_rules import labels as L
 from tests.fleet_fixtures import EXAMPLE_SPEC, ROOT, canary_strings, example_spec, resolved_keys
 
 

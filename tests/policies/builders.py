@@ -13,6 +13,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from keyfence_policies import labels as L
+from keyfence_policies.pack import build_policy, rule_named
+from keyfence_policies.permissions import ROLE_ALLOWANCES, WITHDRAWAL_IDS, format_permissions
 from pulumi_policy import (
     PolicyCustomTimeouts,
     PolicyResource,
@@ -20,10 +23,6 @@ from pulumi_policy import (
     StackValidationArgs,
 )
 from pulumi_policy.proxy import unknown_checking_proxy
-
-from policies.keyfence_rules import labels as L
-from policies.keyfence_rules.pack import build_policy, rule_named
-from policies.keyfence_rules.permissions import ROLE_ALLOWANCES, WITHDRAWAL_IDS, format_permissions
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 STATEFULSET = "kubernetes:apps/v1:StatefulSet"

@@ -5,16 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
-from policies.keyfence_rules import labels as L
-from policies.keyfence_rules.config import (
+from keyfence_policies import labels as L
+from keyfence_policies.config import (
     REQUIRE_FINGERPRINT,
     SHARED_PROPERTIES,
     PackConfig,
     parse_config,
 )
-from policies.keyfence_rules.kinds import DEFAULT_KEY_BEARING_KINDS
-from policies.keyfence_rules.permissions import ROLE_ALLOWANCES
+from keyfence_policies.kinds import DEFAULT_KEY_BEARING_KINDS
+from keyfence_policies.permissions import ROLE_ALLOWANCES
 
 WITH_FINGERPRINT = (*SHARED_PROPERTIES, REQUIRE_FINGERPRINT)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from keyfence_policies import labels as L
 
-from policies.keyfence_rules import labels as L
 from tests.policies.builders import (
     DEPLOYMENT,
     SECRET,

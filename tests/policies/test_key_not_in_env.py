@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from keyfence_policies.key_not_in_env import looks_like_key_material
 
-from policies.keyfence_rules.key_not_in_env import looks_like_key_material
 from tests.policies.builders import (
     DEPLOYMENT,
     Proc,

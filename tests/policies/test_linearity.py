@@ -1,7 +1,7 @@
 """The pack's work grows linearly with the stack: no pairwise comparison anywhere.
 
 Wall-clock time is noise on a shared machine, so the test counts work instead: the
-number of source lines executed inside ``keyfence_rules`` (a ``sys.settrace`` line
+number of source lines executed inside ``keyfence_policies`` (a ``sys.settrace`` line
 counter). A pairwise step would make a stack twice as large cost four times as much.
 """
 
@@ -12,14 +12,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import keyfence_policies
 import pytest
+from keyfence_policies import labels as L
+from keyfence_policies.pack import evaluate
 
-from policies import keyfence_rules
-from policies.keyfence_rules import labels as L
-from policies.keyfence_rules.pack import evaluate
 from tests.policies.builders import DEPLOYMENT, HPA_V2, SECRET, hpa_props, wrap
 
-RULES_DIR = str(Path(keyfence_rules.__file__).resolve().parent)
+RULES_DIR = str(Path(keyfence_policies.__file__).resolve().parent)
 
 
 def stack(workloads: int) -> list[Any]:
@@ -68,7 +68,7 @@ def stack(workloads: int) -> list[Any]:
 
 
 def lines_executed(resources: list[Any]) -> tuple[int, dict[str, int]]:
-    """Source lines of keyfence_rules executed while every policy runs once, and the findings per policy."""
+    """Lines of keyfence_policies run while every policy runs once, and the findings per policy."""
     count = 0
 
     def on_line(frame: FrameType, event: str, arg: object) -> Any:

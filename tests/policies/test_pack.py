@@ -11,11 +11,11 @@ from pathlib import Path
 import jsonschema
 import pytest
 from google.protobuf import struct_pb2
+from keyfence_policies import pack
+from keyfence_policies.config import parse_config
+from keyfence_policies.rule import Finding, Rule
 from pulumi_policy import EnforcementLevel, StackValidationArgs, StackValidationPolicy
 
-from policies.keyfence_rules import pack
-from policies.keyfence_rules.config import parse_config
-from policies.keyfence_rules.rule import Finding, Rule
 from tests.policies.builders import clean_stack, run
 
 POLICIES_DIR = Path(__file__).resolve().parents[2] / "policies"
@@ -71,7 +71,7 @@ def test_schema_rejects_a_misspelt_label_name() -> None:
 def test_the_pack_imports_on_its_own_from_its_folder() -> None:
     """What the Pulumi CLI does: run the folder with only itself on the path, no keyfence infra."""
     code = (
-        "import json, sys; import keyfence_rules.pack as p; "
+        "import json, sys; import keyfence_policies.pack as p; "
         "foreign = sorted(m for m in sys.modules if m.split('.')[0] in ('infra', 'policies', 'tests')); "
         "print(len(p.build_policies())); print(json.dumps(p.policy_names())); print(json.dumps(foreign))"
     )

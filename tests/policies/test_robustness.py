@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from keyfence_policies import labels as L
+from keyfence_policies.pack import POLICY_NAMES
 from pulumi_policy.proxy import (
     UNKNOWN_BOOLEAN_VALUE,
     UNKNOWN_NUMBER_VALUE,
@@ -20,8 +22,6 @@ from pulumi_policy.proxy import (
     UNKNOWN_STRING_VALUE,
 )
 
-from policies.keyfence_rules import labels as L
-from policies.keyfence_rules.pack import POLICY_NAMES
 from tests.policies.builders import (
     DEPLOYMENT,
     HPA_V2,

@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2
+from keyfence_policies.pack import build_policies
 from pulumi.runtime import proto
 from pulumi_policy.policy import EnforcementLevel, _PolicyAnalyzerServicer
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE
 
-from policies.keyfence_rules.pack import build_policies
 from tests.policies.builders import DEPLOYMENT, Proc, clean_stack_props, deployment_props, urn_of
 
 P = Proc("momentum", "executor")

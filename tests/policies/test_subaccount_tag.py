@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from policies.keyfence_rules import labels as L
+from keyfence_policies import labels as L
+
 from tests.policies.builders import (
     DEPLOYMENT,
     NAMESPACE,

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from keyfence_policies import labels as L
+from keyfence_policies.config import PackConfig
+from keyfence_policies.kinds import parse_type
+from keyfence_policies.workloads import StackIndex, Workload, build_index
 
-from policies.keyfence_rules import labels as L
-from policies.keyfence_rules.config import PackConfig
-from policies.keyfence_rules.kinds import parse_type
-from policies.keyfence_rules.workloads import StackIndex, Workload, build_index
 from tests.policies.builders import (
     KIND_TYPES,
     SECRET,
