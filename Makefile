@@ -15,10 +15,10 @@ $(STAMP): pyproject.toml policies/requirements.txt
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m infra.demo
+	$(BIN)/python -m keyfence.demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check infra policies tests bench
+	$(BIN)/ruff check keyfence infra policies tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Final
 
-from infra.vault import VaultSettings
+from keyfence.vault import VaultSettings
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 TIMEOUT: Final = 3600.0

@@ -18,7 +18,7 @@ from typing import Any, Final
 import yaml
 from keyfence_policies import permissions as perms
 
-from infra.keys import KeyMaterial
+from keyfence.material import KeyMaterial
 
 MOUNT: Final = "secret"
 MASTER_NAME: Final = "main"

@@ -1,12 +1,12 @@
 """The floor: the Pulumi SDK registering keyfence's resources, and nothing else.
 
 A bare Pulumi program, run under the same SDK mocks as ``keyfence check`` (through
-``infra.harness.collect``), that declares exactly what keyfence declares for a fleet: the
+``keyfence.check.harness.collect``), that declares exactly what keyfence declares for a fleet: the
 same resource types, names and parents, the same component tree, the same input shapes
 (labels, annotations, a secret ``string_data``, depends_on) and the same stack output. It
 reads no spec, talks to no Vault and runs no policy: its cost is what the SDK itself
 charges for the stack, the least any tool declaring these resources can pay. Written
-independently of ``infra.resources`` on purpose, so an optimisation there never moves it.
+independently of ``keyfence.fleet`` on purpose, so an optimisation there never moves it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 from keyfence_policies import labels as L
 
-from infra.harness import Collected, collect
+from keyfence.check.harness import Collected, collect
 
 from .fleet import BenchProcess, BenchSubaccount, Fleet
 

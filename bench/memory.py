@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra.vault import VaultSettings
+from keyfence.vault import VaultSettings
 
 from .child import run_child
 
@@ -45,7 +45,7 @@ def measure(spec_path: Path, settings: VaultSettings) -> MemoryFigures:
 
 def main(argv: list[str]) -> int:
     """The child: one check, then its figures as one JSON line on stdout."""
-    from infra.check import run_check
+    from keyfence.check.runner import run_check
 
     if len(argv) != 1:
         print("usage: python -m bench.memory SPEC", file=sys.stderr)

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from infra.devvault import DevVault
-from infra.vault import VaultSettings
+from keyfence.devvault import DevVault
+from keyfence.vault import VaultSettings
 
 from . import memory, report, worker
 from .fleet import Fleet, generate

@@ -17,14 +17,14 @@ import requests
 from keyfence_policies.permissions import format_permissions
 from requests.adapters import HTTPAdapter
 
-from infra.keys import (
+from keyfence.keys import (
     METADATA_FINGERPRINT,
     METADATA_PERMISSIONS,
     METADATA_SUBACCOUNT,
     METADATA_VENUE,
 )
-from infra.keystore import METADATA_REGISTERED_AT
-from infra.vault import API_KEY_FIELD, API_SECRET_FIELD
+from keyfence.keystore import METADATA_REGISTERED_AT
+from keyfence.vault.kv import API_KEY_FIELD, API_SECRET_FIELD
 
 from .fleet import BenchProcess, Fleet
 

@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, TypeVar
 
-from infra.analyzer import PolicyPackSession, reconcile_config
-from infra.check import DEFAULT_PROJECT, DEFAULT_STACK, CheckResult, default_policy_pack, run_check
-from infra.harness import Collected, RegisteredResource, collect
-from infra.keys import Mode, ResolvedKey, resolve_keys
-from infra.resources import declare_fleet
-from infra.spec import FleetSpec, load_spec
-from infra.vault import VaultSettings, connect
+from keyfence.check.analyzer import PolicyPackSession
+from keyfence.check.harness import Collected, RegisteredResource, collect
+from keyfence.check.packconfig import reconcile_config
+from keyfence.check.runner import DEFAULT_PROJECT, DEFAULT_STACK, CheckResult, default_policy_pack, run_check
+from keyfence.fleet import declare_fleet
+from keyfence.keys import Mode, ResolvedKey, resolve_keys
+from keyfence.spec import FleetSpec, load_spec
+from keyfence.vault import VaultSettings, connect
 
 from .fleet import Fleet
 from .floor import run_floor

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from infra.vault import VaultSettings
+from keyfence.vault import VaultSettings
 
 from . import stages
 from .child import run_child

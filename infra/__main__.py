@@ -1,17 +1,17 @@
-"""Entry point for ``pulumi preview`` / ``pulumi up`` (Pulumi.yaml: ``main: infra/``)."""
+"""Entry point for ``pulumi preview`` / ``pulumi up``: the whole program is ``keyfence.program``."""
 
 import sys
 from pathlib import Path
 
 if __package__ in (None, ""):
-    # Pulumi runs this folder as a script, with infra/ itself first on sys.path; put the
-    # project root there instead so `infra` imports as a package even when not installed.
+    # Pulumi runs this folder as a script with infra/ first on sys.path; put the project root
+    # there instead, so `keyfence` imports from the checkout even when it is not installed.
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 import pulumi
 
-from infra.errors import KeyfenceError
-from infra.program import run_from_config
+from keyfence.errors import KeyfenceError
+from keyfence.program import run_from_config
 
 try:
     run_from_config()

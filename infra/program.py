@@ -1,85 +1,17 @@
-"""The keyfence Pulumi program: spec -> verified keys -> resources, in that order.
+"""Deprecated: the wrapping-program API moved to ``keyfence.program``; this alias goes in the next release."""
 
-Everything that can fail (spec, Vault, key verification) runs before the first
-resource is declared, so a bad input never leaves a half-declared fleet.
-"""
-
-from __future__ import annotations
-
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass
+import warnings
 from typing import Any
 
-import pulumi
-
-from .keys import Mode, ResolvedKey, resolve_keys
-from .resources import declare_fleet
-from .spec import FleetSpec, load_spec
-from .vault import VaultSettings, connect
-
-CONFIG_NAMESPACE = "keyfence"
-SPEC_KEY = "spec"
-
-
-@dataclass(frozen=True)
-class ProgramOptions:
-    """How to run the program: which spec, and how much of Vault to read."""
-
-    spec_path: str
-    mode: Mode = "deploy"
-    vault: VaultSettings | None = None
-    """Connection settings; ``None`` reads the standard VAULT_* variables (unused offline)."""
-    loaded: FleetSpec | None = None
-    """The spec at ``spec_path`` already loaded, so ``keyfence check`` parses it once, not twice."""
-
-
-_HARNESS_OPTIONS: ContextVar[ProgramOptions | None] = ContextVar("keyfence_harness_options", default=None)
-
-
-@contextmanager
-def harness_options(options: ProgramOptions) -> Iterator[None]:
-    """Make ``options_from_config`` return these options while a harness runs a program.
-
-    Only ``keyfence check``/``plan`` use this, from inside their own process: check and
-    offline modes declare placeholder key material, so no stack config can ever select them
-    for a real ``pulumi up``.
-    """
-    token = _HARNESS_OPTIONS.set(options)
-    try:
-        yield
-    finally:
-        _HARNESS_OPTIONS.reset(token)
-
-
-def options_from_config() -> ProgramOptions:
-    """The options a program runs with: the stack's ``keyfence:spec`` in deploy mode, or the harness's."""
-    harnessed = _HARNESS_OPTIONS.get()
-    if harnessed is not None:
-        return harnessed
-    return ProgramOptions(spec_path=pulumi.Config(CONFIG_NAMESPACE).require(SPEC_KEY))
-
-
-def prepare(options: ProgramOptions) -> tuple[FleetSpec, list[ResolvedKey]]:
-    """Load and validate the spec and resolve every key; raises KeyfenceError, declares nothing."""
-    spec = options.loaded if options.loaded is not None else load_spec(options.spec_path)
-    if options.mode == "offline":
-        return spec, resolve_keys(spec, None, "offline")
-    settings = options.vault or VaultSettings.from_env()
-    with connect(settings) as client:
-        return spec, resolve_keys(spec, client, options.mode)
-
-
-def run(options: ProgramOptions) -> dict[str, dict[str, Any]]:
-    """The whole program; the Pulumi entry point and ``keyfence check`` both call this."""
-    spec, keys = prepare(options)
-    return declare_fleet(spec, keys)
+from keyfence import program as _program
 
 
 def run_from_config() -> dict[str, dict[str, Any]]:
-    """The program as a library call, for Pulumi programs that declare more beside the fleet.
-
-    Returns per-process facts (namespace, deployment, key path, fingerprint, version).
-    """
-    return run(options_from_config())
+    """``keyfence.program.run_from_config()``, with a DeprecationWarning naming the new import."""
+    warnings.warn(
+        "infra.program.run_from_config() is deprecated and will be removed in the next release; "
+        "use `from keyfence.program import run_from_config`",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return _program.run_from_config()

@@ -6,8 +6,9 @@ import base64
 import hashlib
 from pathlib import Path
 
-from infra.keys import KeyMaterial, ResolvedKey, fingerprint_of
-from infra.spec import FleetSpec, load_spec
+from keyfence.keys import ResolvedKey
+from keyfence.material import KeyMaterial, fingerprint_of
+from keyfence.spec import FleetSpec, load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_SPEC = str(ROOT / "examples" / "fleet.yaml")

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import hvac
 import requests
 
-from infra.devvault import LOOPBACK, DevVault, free_port
+from keyfence.devvault import LOOPBACK, DevVault, free_port
 
 
 def wait_for_kv2(client: hvac.Client, mount: str, timeout: float = 30.0) -> None:
@@ -39,7 +39,7 @@ def wait_for_kv2(client: hvac.Client, mount: str, timeout: float = 30.0) -> None
 
 
 class OpenBao:
-    """One ``bao server -dev`` process (infra.devvault runs it) and a root hvac client for it."""
+    """One ``bao server -dev`` process (keyfence.devvault runs it) and a root hvac client for it."""
 
     def __init__(self, workdir: Path, *, startup_timeout: float = 30.0) -> None:
         self.workdir = workdir

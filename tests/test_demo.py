@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-import infra.demo as demo
-from infra.errors import EXIT_OK, EXIT_VIOLATION
-from infra.spec import ProcessEntry
+import keyfence.demo as demo
+from keyfence.errors import EXIT_OK, EXIT_VIOLATION
+from keyfence.spec import ProcessEntry
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY_SHAPE = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{56}(?![A-Za-z0-9_-])")
@@ -53,10 +53,10 @@ def clean_env() -> dict[str, str]:
 def test_make_demo_on_a_fresh_copy(tmp_path: Path) -> None:
     checkout = fresh_copy(tmp_path / "keyfence")
     assert not (checkout / ".venv").exists()
-    assert (checkout / "infra" / "demo.py").is_file() and (checkout / "examples" / "fleet.yaml").is_file()
+    assert (checkout / "keyfence" / "demo.py").is_file() and (checkout / "examples" / "fleet.yaml").is_file()
     # The Makefile's target, with the existing venv's interpreter instead of a rebuilt venv.
     proc = subprocess.run(
-        [sys.executable, "-m", "infra.demo"],
+        [sys.executable, "-m", "keyfence.demo"],
         cwd=checkout,
         env=clean_env(),
         capture_output=True,

@@ -23,8 +23,8 @@ from bench.fleet import Fleet, generate
 from bench.floor import KEY_VERSION, run_floor
 from bench.run import BenchConfig, finish
 from bench.stages import STAGES, register, resource_types
-from infra.keys import ResolvedKey
-from infra.spec import load_spec
+from keyfence.keys import ResolvedKey
+from keyfence.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -27,18 +27,18 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from infra import harness
-from infra.cli import app
-from infra.devvault import DevVault
-from infra.errors import EXIT_INVALID, EXIT_OK
-from infra.harness import RegisteredResource, collect
-from infra.keys import (
+from keyfence.check import harness
+from keyfence.check.harness import RegisteredResource, collect
+from keyfence.cli.app import app
+from keyfence.devvault import DevVault
+from keyfence.errors import EXIT_INVALID, EXIT_OK
+from keyfence.keys import (
     METADATA_FINGERPRINT,
     METADATA_PERMISSIONS,
     METADATA_SUBACCOUNT,
     METADATA_VENUE,
-    KeyMaterial,
 )
+from keyfence.material import KeyMaterial
 from tests.openbao import OpenBao
 
 ROOT = Path(__file__).resolve().parents[2]

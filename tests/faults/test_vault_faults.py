@@ -32,9 +32,9 @@ import hvac
 import hvac.exceptions
 import pytest
 
-from infra.devvault import DevVault
-from infra.errors import EXIT_OK
-from infra.vault import KV2Client
+from keyfence.devvault import DevVault
+from keyfence.errors import EXIT_OK
+from keyfence.vault import KV2Client
 from tests.faults.conftest import (
     Fleet,
     Surface,

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.devvault import DevVault
-from infra.errors import EXIT_INVALID, EXIT_OK
+from keyfence.devvault import DevVault
+from keyfence.errors import EXIT_INVALID, EXIT_OK
 from tests.faults.conftest import (
     ROOT,
     Fleet,

@@ -1,4 +1,4 @@
-"""What a hostile-input test accepts as an outcome, written independently of ``infra/spec.py``.
+"""What a hostile-input test accepts as an outcome, written independently of ``keyfence/spec/``.
 
 A spec either loads, and then every name and key path in it obeys Kubernetes' and Vault's
 rules as restated here, or it raises SpecError whose every problem names the file, a line
@@ -13,8 +13,8 @@ import re
 from hypothesis import event
 from keyfence_policies import permissions as perms
 
-from infra.errors import EXIT_INVALID, SpecError
-from infra.spec import FleetSpec, load_spec_text
+from keyfence.errors import EXIT_INVALID, SpecError
+from keyfence.spec import FleetSpec, load_spec_text
 
 SOURCE = "hostile.yaml"
 MAX_MESSAGE_LINE = 1000

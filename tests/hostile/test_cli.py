@@ -20,10 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from infra.cli import app
-from infra.demo import CLI_ENTRY
-from infra.errors import EXIT_INVALID, EXIT_OK, SpecError
-from infra.spec import MAX_SPEC_BYTES, load_spec
+from keyfence.cli.app import app
+from keyfence.demo import CLI_ENTRY
+from keyfence.errors import EXIT_INVALID, EXIT_OK, SpecError
+from keyfence.spec import MAX_SPEC_BYTES, load_spec
 from tests.hostile import yamlgen as g
 
 ROOT = Path(__file__).resolve().parent.parent.parent

@@ -18,9 +18,10 @@ import pytest
 from google.protobuf import struct_pb2
 from pulumi.runtime import rpc
 
-from infra.analyzer import Analysis, Violation, run_policy_pack
-from infra.check import OFFLINE_CONFIG, collect_program, default_policy_pack
-from infra.harness import RegisteredResource
+from keyfence.check.analyzer import run_policy_pack
+from keyfence.check.harness import RegisteredResource
+from keyfence.check.runner import OFFLINE_CONFIG, collect_program, default_policy_pack
+from keyfence.check.verdict import Analysis, Violation
 from tests.fleet_fixtures import EXAMPLE_SPEC
 
 ODD_VALUES: dict[str, Any] = {"null": None, "number": 7, "list": ["x"], "mapping": {}, "unknown": rpc.UNKNOWN}

@@ -26,17 +26,17 @@ from typing import Any
 
 from typer.testing import CliRunner
 
-from infra.cli import app
-from infra.demo import demo_permissions
-from infra.errors import EXIT_OK
-from infra.keys import KeyMaterial, fingerprint_of
-from infra.spec import FleetSpec, load_spec
+from keyfence.cli.app import app
+from keyfence.demo import demo_permissions
+from keyfence.errors import EXIT_OK
+from keyfence.material import KeyMaterial, fingerprint_of
+from keyfence.spec import FleetSpec, load_spec
 from tests.fleet_fixtures import EXAMPLE_SPEC
 from tests.openbao import OpenBao
 
 PARTIAL = 12
 """Characters of a key or secret that make a leak on their own (a prefix or suffix of the value)."""
-LOGGERS = ("keyfence", "infra", "hvac", "urllib3", "requests", "pulumi", "grpc", "asyncio", "py.warnings")
+LOGGERS = ("keyfence", "hvac", "urllib3", "requests", "pulumi", "grpc", "asyncio", "py.warnings")
 """Named explicitly as well as the root: a library logger with its own level or no propagation would
 otherwise stay quiet below WARNING."""
 VAULT_VARIABLES = ("VAULT_", "BAO_", "KEYFENCE_VAULT_")

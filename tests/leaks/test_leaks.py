@@ -23,14 +23,14 @@ import pytest
 from pulumi.runtime import rpc
 from rich.console import Console
 
-import infra.cli
-import infra.demo as demo
-from infra.errors import EXIT_OK, EXIT_VIOLATION, KeyfenceError, KeyVerificationError
-from infra.harness import Collected, collect
-from infra.keys import fingerprint_of
-from infra.program import ProgramOptions, prepare, run
-from infra.report import CHECK_FORMATS, PLAN_FORMATS
-from infra.vault import VaultRequestError, VaultSettings, connect
+import keyfence.cli.app
+import keyfence.demo as demo
+from keyfence.check.harness import Collected, collect
+from keyfence.check.report import CHECK_FORMATS, PLAN_FORMATS
+from keyfence.errors import EXIT_OK, EXIT_VIOLATION, KeyfenceError, KeyVerificationError
+from keyfence.material import fingerprint_of
+from keyfence.program import ProgramOptions, prepare, run
+from keyfence.vault import VaultRequestError, VaultSettings, connect
 from tests.leaks.canary import PARTIAL, CanaryFleet, LogCapture, find_leaks, forms
 from tests.leaks.conftest import NO_FINGERPRINT
 
@@ -122,7 +122,7 @@ def test_check_on_stdout_on_a_terminal_and_offline_carry_no_material(
     assert piped.exit_code == EXIT_OK and "subaccount momentum" in piped.stdout
     offline = canary_fleet.invoke("check", "--offline", "--spec", spec, "--format", "json")
     assert offline.exit_code == EXIT_OK and json.loads(offline.stdout)["offline"] is True
-    monkeypatch.setattr(infra.cli, "_stdout_is_terminal", lambda: True)
+    monkeypatch.setattr(keyfence.cli.app, "_stdout_is_terminal", lambda: True)
     rich = canary_fleet.invoke("check", "--spec", spec)
     assert rich.exit_code == EXIT_OK and "PASSED" in rich.stdout
 

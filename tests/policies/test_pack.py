@@ -72,7 +72,8 @@ def test_the_pack_imports_on_its_own_from_its_folder() -> None:
     """What the Pulumi CLI does: run the folder with only itself on the path, no keyfence infra."""
     code = (
         "import json, sys; import keyfence_policies.pack as p; "
-        "foreign = sorted(m for m in sys.modules if m.split('.')[0] in ('infra', 'policies', 'tests')); "
+        "foreign = sorted(m for m in sys.modules "
+        "if m.split('.')[0] in ('infra', 'keyfence', 'policies', 'tests')); "
         "print(len(p.build_policies())); print(json.dumps(p.policy_names())); print(json.dumps(foreign))"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

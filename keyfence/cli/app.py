@@ -1,0 +1,314 @@
+"""The ``keyfence`` command line: ``check`` and ``plan`` (``keys`` is added by its own module).
+
+Errors are for people: a KeyfenceError prints its message on stderr and exits with its
+code, never with a traceback. Anything unexpected is one line and exit 2, with the
+traceback only under ``--debug`` or ``KEYFENCE_DEBUG=1``. Every command and sub-app
+inherits this through the root group, so wiring a sub-app is one ``app.add_typer`` call.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Final
+
+import typer
+from rich.console import Console
+from typer.core import TyperGroup
+
+from ..errors import EXIT_INVALID, KeyfenceError
+from .keys import app as keys_app
+
+DEBUG_ENV: Final = "KEYFENCE_DEBUG"
+_DEBUG_KEY: Final = "keyfence.debug"
+_VAULT_LOGGER: Final = "keyfence.vault"
+_RETRY_LOGGER: Final = "keyfence.vault.retry"
+
+
+def _debug_requested(ctx: typer.Context | None) -> bool:
+    if os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    return bool(ctx is not None and ctx.meta.get(_DEBUG_KEY))
+
+
+def _framework_exception(exc: BaseException) -> bool:
+    """Exit, Abort and usage errors belong to typer/click, which render them; let them through."""
+    return isinstance(exc, (typer.Exit, typer.Abort)) or type(exc).__module__.split(".")[0] in (
+        "click",
+        "typer",
+    )
+
+
+class _VaultNotices(logging.Handler):
+    """Vault warnings as ``warning: ...`` lines on stderr; retry notices only when debugging.
+
+    Without a handler Python's last-resort one prints every retry raw, before the error
+    that already counts the attempts; a failed command must read as one message.
+    """
+
+    def __init__(self, ctx: Any) -> None:
+        super().__init__(logging.WARNING)
+        self._ctx = ctx
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name == _RETRY_LOGGER and not _debug_requested(self._ctx):
+            return
+        try:
+            message = record.getMessage()
+        except Exception:
+            self.handleError(record)
+            return
+        typer.echo(f"{record.levelname.lower()}: {message}", err=True)
+
+
+class KeyfenceGroup(TyperGroup):
+    """The root group: turns every error raised below it into a message and an exit code."""
+
+    def invoke(self, ctx: Any) -> Any:
+        notices = _VaultNotices(ctx)
+        logger = logging.getLogger(_VAULT_LOGGER)
+        logger.addHandler(notices)
+        try:
+            return self._invoke(ctx)
+        finally:
+            logger.removeHandler(notices)
+
+    def _invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyfenceError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+        except Exception as exc:
+            if _framework_exception(exc):
+                raise
+            if _debug_requested(ctx):
+                typer.echo(traceback.format_exc(), err=True, nl=False)
+            summary = " ".join(str(exc).split())[:300]
+            typer.echo(
+                f"internal error: {type(exc).__name__}: {summary} "
+                f"(rerun with --debug or {DEBUG_ENV}=1 for the traceback)",
+                err=True,
+            )
+            raise typer.Exit(EXIT_INVALID) from None
+
+
+app = typer.Typer(
+    name="keyfence",
+    cls=KeyfenceGroup,
+    help="One exchange API key per trading process, one subaccount per strategy.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(
+    keys_app, name="keys", help="Register, list and revoke exchange keys in Vault: one key per process."
+)
+
+
+def _set_debug(ctx: typer.Context, value: bool) -> bool:
+    if value:
+        ctx.meta[_DEBUG_KEY] = True
+    return value
+
+
+DebugOption = Annotated[
+    bool,
+    typer.Option(
+        "--debug",
+        help=f"Show the traceback of internal errors (also {DEBUG_ENV}=1).",
+        callback=_set_debug,
+        is_eager=True,
+    ),
+]
+
+
+@app.callback()
+def _root(debug: DebugOption = False) -> None:
+    """One exchange API key per trading process, one subaccount per strategy."""
+
+
+class CheckFormatOption(str, Enum):
+    text = "text"
+    json = "json"
+    markdown = "markdown"
+    sarif = "sarif"
+
+
+class PlanFormatOption(str, Enum):
+    text = "text"
+    json = "json"
+
+
+SpecOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--spec",
+        help="Fleet spec to check. Default: keyfence:spec from Pulumi.<stack>.yaml next to Pulumi.yaml.",
+        dir_okay=False,
+    ),
+]
+StackOption = Annotated[
+    str | None, typer.Option("--stack", help="Stack name (default dev); used for URNs and to find the spec.")
+]
+ProgramOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--program",
+        help="A Pulumi program (folder with __main__.py) that calls keyfence.program.run_from_config() "
+        "and may declare more resources; default: keyfence's own program.",
+    ),
+]
+ConfigOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Stack config KEY=VALUE for the program, as 'pulumi config set' gives it (repeatable).",
+    ),
+]
+
+
+def _parse_config(pairs: list[str] | None) -> dict[str, str]:
+    config: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise KeyfenceError(f"--config {pair!r}: expected KEY=VALUE")
+        config[key.strip()] = value
+    return config
+
+
+OfflineOption = Annotated[
+    bool,
+    typer.Option(
+        "--offline",
+        help="Do not contact Vault: key identities by Vault path only, fingerprints not verified.",
+    ),
+]
+
+
+def _stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def _emit(body: str, output: Path | None, summary: str) -> None:
+    """Print the report, or write it to ``output`` and print only the one-line summary."""
+    if output is None:
+        typer.echo(body, nl=False)
+        return
+    try:
+        output.write_text(body, encoding="utf-8")
+    except OSError as exc:
+        raise KeyfenceError(f"{output}: cannot write the report: {exc.strerror or exc}") from None
+    typer.echo(summary)
+
+
+@app.command()
+def check(
+    ctx: typer.Context,
+    spec: SpecOption = None,
+    stack: StackOption = None,
+    offline: OfflineOption = False,
+    policy_pack: Annotated[
+        Path | None,
+        typer.Option(
+            "--policy-pack", help="Policy pack directory (default: the keyfence pack).", file_okay=False
+        ),
+    ] = None,
+    policy_pack_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--policy-pack-config",
+            help="Pulumi policy pack config JSON (levels and properties per policy, or 'all').",
+            dir_okay=False,
+        ),
+    ] = None,
+    fmt: Annotated[
+        CheckFormatOption, typer.Option("--format", "-f", help="Report format.", case_sensitive=False)
+    ] = CheckFormatOption.text,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Write the report to this file and print only the verdict.", dir_okay=False
+        ),
+    ] = None,
+    program: ProgramOption = None,
+    config: ConfigOption = None,
+    debug: DebugOption = False,
+) -> None:
+    """Run the policy pack on what the program would declare; exit 1 on a mandatory violation."""
+    # Imported here so that --help and other commands never pay for loading Pulumi and gRPC.
+    from ..check.report import check_rich, render_check, verdict
+    from ..check.runner import resolve_target, run_check
+
+    target = resolve_target(spec, stack)
+    result = run_check(
+        target.spec_path,
+        stack=target.stack,
+        offline=offline,
+        policy_pack_dir=policy_pack,
+        policy_pack_config=policy_pack_config,
+        project=target.project,
+        program=program,
+        config=_parse_config(config),
+    )
+    if _debug_requested(ctx):
+        for line in result.pack_logs:
+            typer.echo(f"policy pack: {line}", err=True)
+    if fmt is CheckFormatOption.text and output is None and _stdout_is_terminal():
+        Console().print(check_rich(result))
+    else:
+        _emit(render_check(result, fmt.value), output, verdict(result))
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def plan(
+    spec: SpecOption = None,
+    stack: StackOption = None,
+    offline: OfflineOption = False,
+    fmt: Annotated[
+        PlanFormatOption, typer.Option("--format", "-f", help="Output format.", case_sensitive=False)
+    ] = PlanFormatOption.text,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write the plan to this file.", dir_okay=False),
+    ] = None,
+    program: ProgramOption = None,
+    config: ConfigOption = None,
+    debug: DebugOption = False,
+) -> None:
+    """Show what the program would declare, with every secret value redacted."""
+    from ..check.report import plan_rich, render_plan
+    from ..check.runner import resolve_target, run_plan
+
+    target = resolve_target(spec, stack)
+    result = run_plan(
+        target.spec_path,
+        stack=target.stack,
+        offline=offline,
+        project=target.project,
+        program=program,
+        config=_parse_config(config),
+    )
+    if fmt is PlanFormatOption.text and output is None and _stdout_is_terminal():
+        Console().print(plan_rich(result))
+    else:
+        _emit(
+            render_plan(result, fmt.value),
+            output,
+            f"{len(result.resources)} resources written to {output}",
+        )
+
+
+def main() -> None:
+    """Console-script entry point (``keyfence = keyfence.cli:main``)."""
+    app(prog_name="keyfence")

@@ -1,0 +1,57 @@
+"""Revocation: destroy every version and the metadata of one key."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from keyfence_policies import permissions as perms
+
+from ..keys import (
+    METADATA_PERMISSIONS,
+    METADATA_SUBACCOUNT,
+    METADATA_VENUE,
+)
+from ..spec import DNS_LABEL
+from ..vault import KeyMetadata, KV2Client
+from .facts import known_permissions, metadata_fingerprint, shown
+
+# --------------------------------------------------------------------------- revoke
+
+
+@dataclass(frozen=True)
+class Revoked:
+    """What ``revoke_key`` destroyed."""
+
+    mount: str
+    path: str
+    versions: int
+    fingerprint: str | None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.mount}/{self.path}"
+
+
+def describe_key(client: KV2Client, mount: str, path: str) -> KeyMetadata:
+    """The key's metadata, so a confirmation can say what is about to go (KeyNotFoundError if none)."""
+    return client.read_metadata(mount, path)
+
+
+def revoke_key(client: KV2Client, metadata: KeyMetadata) -> Revoked:
+    """Destroy every version and the metadata of the key ``metadata`` describes."""
+    client.destroy_all_versions(metadata.mount, metadata.path)
+    live = sum(1 for v in metadata.versions.values() if not v.destroyed)
+    return Revoked(metadata.mount, metadata.path, live, metadata_fingerprint(metadata))
+
+
+def summarize_metadata(metadata: Mapping[str, str]) -> str:
+    """Subaccount, venue and permissions of a key, for confirmations; odd values are left out."""
+    parts = []
+    if subaccount := shown(metadata.get(METADATA_SUBACCOUNT), DNS_LABEL):
+        parts.append(f"subaccount {subaccount}")
+    if (venue := metadata.get(METADATA_VENUE)) in perms.VENUES:
+        parts.append(f"venue {venue}")
+    if ids := known_permissions(metadata.get(METADATA_PERMISSIONS)):
+        parts.append(f"permissions {perms.format_permissions(ids)}")
+    return ", ".join(parts)

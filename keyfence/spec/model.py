@@ -1,0 +1,356 @@
+"""The spec's typed model: every field users edit, with its type, default and single-field rules."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, Literal
+
+from keyfence_policies.labels import canonical_key_path
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictBool,
+    StrictStr,
+    field_validator,
+)
+
+from .source import brief
+
+# Patterns end in \Z, not $: $ also matches before a trailing newline, so "name\n" would pass.
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
+MAX_SUBACCOUNT_NAME = 63
+"""A subaccount name is its Namespace name: a DNS-1123 label."""
+MAX_PROCESS_NAME = 46
+"""Pods are named ``<deployment>-<10-char hash>-<5-char suffix>``; 46 + 17 keeps them a 63-char label."""
+MAX_INSTANCE_LABEL = 63
+"""``app.kubernetes.io/instance`` is ``<subaccount>-<process>``, a label value of at most 63 characters."""
+RESERVED_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
+
+PATH_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+SECRET_LOOKING_ENV = re.compile(r"(SECRET|API_?KEY|PASSWORD|PASSPHRASE|TOKEN|PRIVATE|CREDENTIAL|OTP)", re.I)
+QUANTITY = re.compile(r"^(?P<num>[0-9]+(\.[0-9]+)?|\.[0-9]+)(?P<suffix>m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?\Z")
+_SUFFIX_SCALE = {
+    None: Decimal(1),
+    "m": Decimal("0.001"),
+    "k": Decimal(10**3),
+    "M": Decimal(10**6),
+    "G": Decimal(10**9),
+    "T": Decimal(10**12),
+    "P": Decimal(10**15),
+    "E": Decimal(10**18),
+    "Ki": Decimal(2**10),
+    "Mi": Decimal(2**20),
+    "Gi": Decimal(2**30),
+    "Ti": Decimal(2**40),
+    "Pi": Decimal(2**50),
+    "Ei": Decimal(2**60),
+}
+
+EXTRA_FIELD_HINTS = {
+    "replicas": "a process is always exactly one pod: one key, one nonce sequence; "
+    "to scale, add another process with its own key",
+    "api_key": "key material never goes in the spec; register it with 'keyfence keys register'",
+    "api_secret": "key material never goes in the spec; register it with 'keyfence keys register'",
+    "secret": "key material never goes in the spec; register it with 'keyfence keys register'",
+}
+
+
+
+# --------------------------------------------------------------------------- field types
+
+
+def _dns_label(kind: str, max_len: int) -> Any:
+    def check(value: str) -> str:
+        if len(value) > max_len:
+            raise ValueError(f"{kind} {brief(value)} is {len(value)} characters; at most {max_len} fit")
+        if not DNS_LABEL.match(value):
+            raise ValueError(
+                f"{kind} {brief(value)} is not a DNS-1123 label: use lowercase letters, digits and '-', "
+                "starting and ending with a letter or digit"
+            )
+        return value
+
+    return check
+
+
+def _vault_path(kind: str) -> Any:
+    def check(value: str) -> str:
+        if "%" in value or "\\" in value:
+            raise ValueError(
+                f"{kind} {brief(value)} contains '%' or '\\': write the path literally, unencoded"
+            )
+        canonical = canonical_key_path(value)
+        if not canonical:
+            raise ValueError(f"{kind} {brief(value)} is empty once '/' are trimmed")
+        for segment in canonical.split("/"):
+            if segment in (".", ".."):
+                raise ValueError(
+                    f"{kind} {brief(value)} contains {brief(segment)}: Vault paths cannot climb directories"
+                )
+            if not PATH_SEGMENT.match(segment):
+                raise ValueError(
+                    f"{kind} {brief(value)}: segment {brief(segment)} may hold only letters, digits, "
+                    "'.', '_' and '-', starting with a letter or digit"
+                )
+        return canonical
+
+    return check
+
+
+def quantity_to_str(value: Any) -> Any:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def _check_quantity(value: str) -> str:
+    if not QUANTITY.match(value):
+        raise ValueError(f"{brief(value)} is not a Kubernetes quantity (examples: 250m, 1, 512Mi, 2Gi)")
+    return value
+
+
+def quantity_value(value: str) -> Decimal:
+    """A quantity's magnitude, so limits can be compared with requests."""
+    match = QUANTITY.match(value)
+    if not match:
+        raise ValueError(value)
+    try:
+        return Decimal(match["num"]) * _SUFFIX_SCALE[match["suffix"]]
+    except InvalidOperation as exc:  # pragma: no cover - the regex admits only decimals
+        raise ValueError(value) from exc
+
+
+Quantity = Annotated[StrictStr, BeforeValidator(quantity_to_str)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+
+class ResourceAmounts(_Strict):
+    """CPU and memory, as Kubernetes quantities."""
+
+    cpu: Quantity | None = Field(None, description="CPU, e.g. 250m or 1.")
+    memory: Quantity | None = Field(None, description="Memory, e.g. 256Mi or 1Gi.")
+
+    @field_validator("cpu", "memory")
+    @classmethod
+    def _quantity(cls, value: str | None) -> str | None:
+        return None if value is None else _check_quantity(value)
+
+    def as_dict(self) -> dict[str, str]:
+        """The amounts that are set, as Kubernetes expects them."""
+        return {k: v for k, v in (("cpu", self.cpu), ("memory", self.memory)) if v is not None}
+
+
+DEFAULT_REQUESTS = ResourceAmounts(cpu="50m", memory="64Mi")
+DEFAULT_LIMITS = ResourceAmounts(cpu="500m", memory="256Mi")
+
+
+class Resources(_Strict):
+    """Pod resources; any value left out takes keyfence's default (requests 50m/64Mi, limits 500m/256Mi)."""
+
+    requests: ResourceAmounts = Field(
+        default_factory=ResourceAmounts, description="Guaranteed CPU and memory."
+    )
+    limits: ResourceAmounts = Field(
+        default_factory=ResourceAmounts, description="Ceilings for CPU and memory."
+    )
+
+    def effective(self) -> tuple[ResourceAmounts, ResourceAmounts]:
+        """Requests and limits with defaults filled in."""
+        requests = ResourceAmounts(
+            cpu=self.requests.cpu or DEFAULT_REQUESTS.cpu,
+            memory=self.requests.memory or DEFAULT_REQUESTS.memory,
+        )
+        limits = ResourceAmounts(
+            cpu=self.limits.cpu or DEFAULT_LIMITS.cpu, memory=self.limits.memory or DEFAULT_LIMITS.memory
+        )
+        return requests, limits
+
+
+class Process(_Strict):
+    """One trading process: one pod, one API key, one nonce sequence."""
+
+    name: StrictStr = Field(description="DNS-1123 label, unique within its subaccount; the Deployment name.")
+    role: Literal["market-data", "trader", "risk", "accounting", "treasury"] = Field(
+        description="What the process does; bounds the permissions its key may carry."
+    )
+    image: StrictStr = Field(description="Container image, pinned by tag or digest.")
+    key: StrictStr | None = Field(
+        None,
+        description="Vault path of the key inside the KV mount; default <prefix>/<subaccount>/<process>.",
+    )
+    args: list[StrictStr] = Field(default_factory=list, description="Container arguments.")
+    env: dict[StrictStr, StrictStr] = Field(
+        default_factory=dict,
+        description="Plain, non-secret environment values. Key material is mounted, never here.",
+    )
+    resources: Resources = Field(default_factory=Resources, description="CPU and memory requests and limits.")
+    permissions: list[StrictStr] | None = Field(
+        None, description="The exact permission set the key must carry; checked against Vault metadata."
+    )
+    allow_withdrawals: StrictBool = Field(
+        False, description="Only for role treasury on the master: lets its key hold withdrawal rights."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        result: str = _dns_label("process name", MAX_PROCESS_NAME)(value)
+        return result
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        if not value or any(c.isspace() for c in value):
+            raise ValueError(f"image {brief(value)} must be a non-empty image reference without spaces")
+        if "@sha256:" in value:
+            return value
+        last = value.rsplit("/", 1)[-1]
+        if ":" not in last or last.endswith(":latest"):
+            raise ValueError(
+                f"image {brief(value)} is not pinned: add a version tag or digest (not ':latest'), "
+                "so a restart never starts a different build"
+            )
+        return value
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str | None) -> str | None:
+        return None if value is None else _vault_path("key path")(value)
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not ENV_NAME.match(name):
+                raise ValueError(
+                    f"environment variable name {brief(name)} must match [A-Za-z_][A-Za-z0-9_]*"
+                )
+            if name.upper().startswith("KEYFENCE_"):
+                raise ValueError(
+                    f"environment variable {brief(name)}: the KEYFENCE_ prefix is reserved for keyfence"
+                )
+            if SECRET_LOOKING_ENV.search(name):
+                raise ValueError(
+                    f"environment variable {brief(name)} looks like a credential: env holds plain values "
+                    "only; the key is mounted as files under /var/run/keyfence/key"
+                )
+        return value
+
+    @field_validator("permissions")
+    @classmethod
+    def _permissions(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        duplicates = sorted(p for p, n in Counter(value).items() if n > 1)  # list.count would be quadratic
+        if duplicates:
+            raise ValueError(f"permissions list {', '.join(duplicates)} more than once")
+        return sorted(value)
+
+
+class Subaccount(_Strict):
+    """One exchange subaccount (or the master account): one strategy, one Namespace."""
+
+    name: StrictStr = Field(description="DNS-1123 label, unique; also the Namespace name.")
+    venue: Literal["spot", "futures"] = Field(description="Kraken spot or derivatives (futures) account.")
+    master: StrictBool = Field(False, description="True for the master account (at most one).")
+    institutional: StrictBool = Field(
+        False,
+        description="Must be true on a non-master spot subaccount: Kraken offers those to institutions only.",
+    )
+    processes: list[Process] = Field(min_length=1, description="The processes trading in this subaccount.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        result: str = _dns_label("subaccount name", MAX_SUBACCOUNT_NAME)(value)
+        if result in RESERVED_NAMESPACES or result.startswith("kube-"):
+            raise ValueError(
+                f"subaccount name {brief(value)} is a reserved Kubernetes namespace; choose another"
+            )
+        return result
+
+
+class VaultSection(_Strict):
+    """Where keys live in Vault."""
+
+    mount: StrictStr = Field("secret", description="KV version 2 mount.")
+    prefix: StrictStr = Field(
+        "kraken", description="Default key path prefix: <prefix>/<subaccount>/<process>."
+    )
+
+    @field_validator("mount")
+    @classmethod
+    def _mount(cls, value: str) -> str:
+        result: str = _vault_path("vault mount")(value)
+        return result
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        result: str = _vault_path("vault prefix")(value)
+        return result
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a spec entry is written: file, line and column (1-based) and its dotted field path."""
+
+    file: str
+    line: int
+    column: int
+    field: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column} ({self.field})"
+
+
+@dataclass(frozen=True)
+class ProcessEntry:
+    """A process with everything downstream needs: its subaccount, key path and spec location."""
+
+    subaccount: Subaccount
+    process: Process
+    key_path: str
+    location: Location
+
+    @property
+    def ref(self) -> str:
+        """``<subaccount>/<process>``: how people name a process."""
+        return f"{self.subaccount.name}/{self.process.name}"
+
+
+class FleetSpec(_Strict):
+    """A fleet: subaccounts, each with the processes that trade in it."""
+
+    version: Literal[1] = Field(description="Spec format version; 1.")
+    vault: VaultSection = Field(default_factory=VaultSection, description="Where keys live in Vault.")
+    subaccounts: list[Subaccount] = Field(min_length=1, description="Subaccounts, each a strategy.")
+
+    _source: str = PrivateAttr("<spec>")
+    _locations: dict[tuple[str, str], Location] = PrivateAttr(default_factory=dict)
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    def entries(self) -> list[ProcessEntry]:
+        """Every process in spec order, with its canonical key path and location."""
+        out = []
+        for sub in self.subaccounts:
+            for proc in sub.processes:
+                path = proc.key or canonical_key_path(f"{self.vault.prefix}/{sub.name}/{proc.name}")
+                location = self._locations.get(
+                    (sub.name, proc.name), Location(self._source, 1, 1, f"{sub.name}/{proc.name}")
+                )
+                out.append(ProcessEntry(sub, proc, path, location))
+        return out

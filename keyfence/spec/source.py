@@ -1,0 +1,293 @@
+"""The spec's YAML source: parsed with the line and column of every node.
+
+Also renders positions and values for messages."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Hashable, Iterator
+from typing import Any
+
+import yaml
+
+from ..errors import SpecError
+
+MAX_SPEC_BYTES = 4 * 1024 * 1024
+"""A fleet of thousands of processes is well under a megabyte; more is a mistake or an attack."""
+MAX_YAML_NODES = 200_000
+"""Bound on nodes after alias expansion, so a 'billion laughs' document cannot exhaust memory."""
+MAX_INT_LITERAL = 64
+"""Longest integer literal read: converting a long one (e.g. base 60) costs quadratic time, and no
+field of a spec needs more than a few digits."""
+MAX_SHOWN = 80
+
+
+
+class LocatedDict(dict[Any, Any]):
+    """A mapping that remembers the (line, column) of each key in the YAML source."""
+
+    marks: dict[Any, tuple[int, int]]
+
+
+class LocatedList(list[Any]):
+    """A sequence that remembers the (line, column) of each item in the YAML source."""
+
+    marks: list[tuple[int, int]]
+
+
+def _mark(node: yaml.Node) -> tuple[int, int]:
+    return (node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+class _LocatingLoader(yaml.SafeLoader):
+    """SafeLoader that records locations and reports duplicate keys instead of keeping the last."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.duplicate_keys: list[tuple[tuple[int, int], str]] = []
+        self.composed = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        """Stop composing past MAX_YAML_NODES nodes (aliases included): a 4 MiB flow list of a
+        million items would otherwise take many seconds to compose before the count refuses it."""
+        self.composed += 1
+        if self.composed > MAX_YAML_NODES:
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"the spec has more than {MAX_YAML_NODES} YAML nodes; a fleet spec needs far fewer",
+                self.peek_event().start_mark,  # type: ignore[no-untyped-call]
+            )
+        return super().compose_node(parent, index)
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        """SafeLoader's scalar constructors let ValueError & co. escape (``!!int abc``, ``2001-02-30``,
+        ``!!bool maybe``); each becomes a YAML error at the node, like every other bad value."""
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"this value cannot be read as {_tag_name(node.tag)}; quote it if it is meant as text",
+                node.start_mark,
+            ) from None
+
+
+def _tag_name(tag: str) -> str:
+    """``tag:yaml.org,2002:int`` -> ``!!int``: how people write the tag."""
+    return "!!" + tag.removeprefix("tag:yaml.org,2002:") if tag.startswith("tag:yaml.org,2002:") else tag
+
+
+def _expect_node(node: yaml.Node, kind: type[yaml.Node], what: str) -> None:
+    """``!!map`` on a list or ``!!seq`` on a scalar: a YAML error, not a crash in the constructor."""
+    if not isinstance(node, kind):
+        raise yaml.constructor.ConstructorError(
+            None, None, f"{_tag_name(node.tag)} needs {what}, found a {_node_kind(node)}", node.start_mark
+        )
+
+
+def _node_kind(node: yaml.Node) -> str:
+    if isinstance(node, yaml.MappingNode):
+        return "mapping"
+    return "list" if isinstance(node, yaml.SequenceNode) else "scalar"
+
+
+def _construct_mapping(loader: _LocatingLoader, node: yaml.MappingNode) -> Iterator[LocatedDict]:
+    _expect_node(node, yaml.MappingNode, "a mapping")
+    data = LocatedDict()
+    data.marks = {}
+    yield data
+    own_count = sum(1 for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge")
+    loader.flatten_mapping(node)
+    merged_count = len(node.value) - own_count
+    own_keys: set[Any] = set()  # overriding a merged-in key is what merges are for; repeating one is not
+    for index, (key_node, value_node) in enumerate(node.value):
+        key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, Hashable):
+            loader.duplicate_keys.append((_mark(key_node), "a mapping key must be a plain scalar"))
+            continue
+        if index >= merged_count:
+            if key in own_keys:
+                loader.duplicate_keys.append(
+                    (
+                        _mark(key_node),
+                        f"duplicate key {brief(key)}: YAML would silently keep only the last one",
+                    )
+                )
+            own_keys.add(key)
+        data[key] = loader.construct_object(value_node, deep=True)
+        data.marks[key] = _mark(key_node)
+
+
+def _construct_sequence(loader: _LocatingLoader, node: yaml.SequenceNode) -> Iterator[LocatedList]:
+    _expect_node(node, yaml.SequenceNode, "a list")
+    data = LocatedList()
+    data.marks = []
+    yield data
+    for item in node.value:
+        data.append(loader.construct_object(item, deep=True))
+        data.marks.append(_mark(item))
+
+
+def _construct_int(loader: _LocatingLoader, node: yaml.ScalarNode) -> int:
+    if isinstance(node, yaml.ScalarNode) and len(node.value) > MAX_INT_LITERAL:
+        raise yaml.constructor.ConstructorError(
+            None,
+            None,
+            f"an integer of {len(node.value)} characters is too long for a fleet spec; "
+            "quote it if it is meant as text",
+            node.start_mark,
+        )
+    value: int = loader.construct_yaml_int(node)
+    return value
+
+
+def _construct_str(loader: _LocatingLoader, node: yaml.ScalarNode) -> str:
+    value: str = loader.construct_yaml_str(node)
+    if _SURROGATE.search(value):
+        raise yaml.constructor.ConstructorError(
+            None,
+            None,
+            "a \\u escape here makes half a surrogate pair, which is not text (nothing downstream can "
+            "encode it); write the character itself or escape it whole, e.g. \\U0001F600",
+            node.start_mark,
+        )
+    return value
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+"""Only a double-quoted ``\\u`` escape can put one in a string; UTF-8 files cannot hold them."""
+
+_LocatingLoader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
+_LocatingLoader.add_constructor("tag:yaml.org,2002:seq", _construct_sequence)
+_LocatingLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+_LocatingLoader.add_constructor("tag:yaml.org,2002:str", _construct_str)
+
+
+def _count_expanded_nodes(root: yaml.Node, limit: int) -> bool:
+    """Whether the document, with every alias expanded, stays within ``limit`` nodes."""
+    seen = 0
+    stack: list[yaml.Node] = [root]
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if seen > limit:
+            return False
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                stack.append(key)
+                stack.append(value)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+    return True
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """Parse one YAML document into located containers, or raise SpecError naming the line."""
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_SPEC_BYTES:
+        raise SpecError(
+            f"{source}: the spec is larger than {MAX_SPEC_BYTES // (1024 * 1024)} MiB; refusing to parse it"
+        )
+    try:
+        loader = _LocatingLoader(text)
+    except yaml.reader.ReaderError as exc:  # the reader checks the whole text up front
+        line, col = _line_col(text, exc.position)
+        character = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise SpecError(
+            f"{source}:{line}:{col}: invalid YAML: character U+{character:04X} is not allowed in YAML text"
+        ) from None
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            raise SpecError(f"{source}: the spec is empty; see examples/fleet.yaml for a starting point")
+        if not _count_expanded_nodes(root, MAX_YAML_NODES):
+            raise SpecError(
+                f"{source}: the spec expands to more than {MAX_YAML_NODES} YAML nodes "
+                "(deeply nested anchors and aliases?); refusing to expand it"
+            )
+        data = loader.construct_document(root)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise SpecError(f"{where}: invalid YAML: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{source}: invalid YAML: {type(exc).__name__}") from None
+    except RecursionError:
+        raise SpecError(f"{source}: the spec nests too deeply to be a fleet spec") from None
+    finally:
+        loader.dispose()
+    if loader.duplicate_keys:
+        raise SpecError(
+            f"{source}: invalid spec",
+            problems=[f"{source}:{line}:{col}: {msg}" for (line, col), msg in sorted(loader.duplicate_keys)],
+        )
+    return data
+
+
+_LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
+"""What YAML counts as a line break, so a position computed here agrees with YAML's own marks."""
+
+
+def _line_col(text: str, position: int) -> tuple[int, int]:
+    """1-based line and column of a character offset in ``text``."""
+    breaks = list(_LINE_BREAK.finditer(text, 0, position))
+    line_start = breaks[-1].end() if breaks else 0
+    return len(breaks) + 1, position - line_start + 1
+
+
+def brief(value: Any) -> str:
+    """``repr`` for messages, cut to MAX_SHOWN characters; never fails on a hostile value."""
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # an int beyond str()'s digit limit, a very deep list
+        return f"a {kind_of(value)}"
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
+
+
+def brief_list(items: list[str]) -> str:
+    """Comma-separated, cut to MAX_SHOWN characters like ``brief``."""
+    text = ", ".join(items)
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
+
+
+def kind_of(value: Any) -> str:
+    """The YAML word for a value's type: internal container classes stay internal."""
+    if isinstance(value, dict):
+        return "mapping"
+    if isinstance(value, list):
+        return "list"
+    return type(value).__name__
+
+
+def locate(data: Any, loc: tuple[Any, ...]) -> tuple[int, int]:
+    """The deepest YAML position known along ``loc`` (a pydantic-style path)."""
+    position = (1, 1)
+    node = data
+    for part in loc:
+        if isinstance(node, LocatedDict) and part in node:
+            position = node.marks.get(part, position)
+            node = node[part]
+        elif isinstance(node, LocatedList) and isinstance(part, int) and 0 <= part < len(node):
+            position = node.marks[part]
+            node = node[part]
+        else:
+            break
+    return position
+
+
+def dotted(loc: tuple[Any, ...]) -> str:
+    """``('subaccounts', 1, 'processes', 0, 'name')`` -> ``subaccounts[1].processes[0].name``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif isinstance(part, str) and _PLAIN_FIELD.match(part) and len(part) <= MAX_SHOWN:
+            out += f".{part}" if out else part
+        else:  # a key like ' ', 'a.b' or 'x\ny' is quoted, so the path still reads as one path on one line
+            out += f"[{brief(part)}]"
+    return out or "(top level)"
+
+
+_PLAIN_FIELD = re.compile(r"[A-Za-z_\[][A-Za-z0-9_\[\]-]*\Z")

@@ -1,0 +1,353 @@
+"""Connection settings read from the standard Vault environment variables and keyfence's own."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, Literal, TypeVar, cast, get_args
+from urllib.parse import urlsplit
+
+from keyfence_policies.labels import canonical_key_path
+
+from ..errors import VaultError
+
+log = logging.getLogger("keyfence.vault")
+retry_log = logging.getLogger("keyfence.vault.retry")
+"""Retry notices: their own logger, so a command line can keep them out of a one-message failure."""
+
+
+T = TypeVar("T")
+
+AuthMethod = Literal["token", "approle", "kubernetes", "jwt"]
+AUTH_METHODS: Final[tuple[AuthMethod, ...]] = get_args(AuthMethod)
+DEFAULT_AUTH_MOUNTS: Final[Mapping[str, str]] = {
+    "approle": "approle",
+    "kubernetes": "kubernetes",
+    "jwt": "jwt",
+}
+KUBERNETES_TOKEN_FILE: Final = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+DEFAULT_TIMEOUT: Final = 10.0
+DEFAULT_RETRIES: Final = 4
+DEFAULT_CONCURRENCY: Final = 16
+MAX_RETRIES: Final = 20
+MAX_CONCURRENCY: Final = 256
+MAX_TIMEOUT: Final = 600.0
+MAX_CREDENTIAL_FILE_BYTES: Final = 64 * 1024
+"""A role id, secret id or JWT is well under this; a bigger file is the wrong file."""
+
+BACKOFF_INITIAL: Final = 0.1
+BACKOFF_MAX: Final = 2.0
+"""Backoff between attempts: short, because a deploy waits on it, but enough to ride out a failover."""
+MAX_BACKOFF: Final = 60.0
+
+
+_TRUE = frozenset({"1", "t", "true", "y", "yes", "on"})
+_FALSE = frozenset({"", "0", "f", "false", "n", "no", "off"})
+_MOUNT_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True, repr=False)
+class VaultSettings:
+    """How to reach and log in to Vault; credentials are held but never shown."""
+
+    addr: str
+    token: str | None = field(default=None, repr=False)
+    namespace: str | None = None
+    cacert: str | None = None
+    capath: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    skip_verify: bool = False
+    auth: AuthMethod = "token"
+    auth_mount: str | None = None
+    """Where the auth method is mounted; ``None`` means its default (approle, kubernetes, jwt)."""
+    role_id: str | None = field(default=None, repr=False)
+    secret_id: str | None = field(default=None, repr=False)
+    role: str | None = None
+    jwt: str | None = field(default=None, repr=False)
+    timeout: float = DEFAULT_TIMEOUT
+    retries: int = DEFAULT_RETRIES
+    """Attempts in total for one request, the first included."""
+    concurrency: int = DEFAULT_CONCURRENCY
+    backoff: float = BACKOFF_MAX
+    """The longest wait between two attempts, in seconds; waits grow from 0.1s up to it."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.auth not in AUTH_METHODS:
+            problems.append(f"auth {self.auth!r} is not one of {', '.join(AUTH_METHODS)}")
+        if not 0 < self.timeout <= MAX_TIMEOUT:
+            problems.append(f"timeout {self.timeout!r} must be a number of seconds in (0, {MAX_TIMEOUT:g}]")
+        if not 1 <= self.retries <= MAX_RETRIES:
+            problems.append(f"retries {self.retries!r} must be between 1 and {MAX_RETRIES}")
+        if not 1 <= self.concurrency <= MAX_CONCURRENCY:
+            problems.append(f"concurrency {self.concurrency!r} must be between 1 and {MAX_CONCURRENCY}")
+        if not 0 <= self.backoff <= MAX_BACKOFF:
+            problems.append(f"backoff {self.backoff!r} must be a number of seconds in [0, {MAX_BACKOFF:g}]")
+        if self.auth == "token" and not self.token:
+            problems.append("token auth needs a token")
+        if self.auth == "approle" and not self.role_id:
+            problems.append("approle auth needs a role id")
+        if self.auth in ("kubernetes", "jwt") and not (self.role and self.jwt):
+            problems.append(f"{self.auth} auth needs a role and a JWT")
+        if problems:
+            raise VaultError("invalid Vault settings", problems=problems)
+
+    def __repr__(self) -> str:
+        shown = {
+            "addr": self.addr,
+            "namespace": self.namespace,
+            "auth": self.auth,
+            "auth_mount": self.mount_for_auth,
+            "role": self.role,
+            "token": "<set>" if self.token else None,
+            "role_id": "<set>" if self.role_id else None,
+            "secret_id": "<set>" if self.secret_id else None,
+            "jwt": "<set>" if self.jwt else None,
+            "verify": self.verify,
+            "timeout": self.timeout,
+            "retries": self.retries,
+            "concurrency": self.concurrency,
+            "backoff": self.backoff,
+        }
+        return "VaultSettings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items() if v is not None) + ")"
+
+    __str__ = __repr__
+
+    @property
+    def verify(self) -> bool | str:
+        """What requests verifies TLS with: a CA file, a CA directory, the system store, or nothing."""
+        if self.skip_verify:
+            return False
+        return self.cacert or self.capath or True
+
+    @property
+    def mount_for_auth(self) -> str | None:
+        if self.auth == "token":
+            return None
+        return self.auth_mount or DEFAULT_AUTH_MOUNTS[self.auth]
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> VaultSettings:
+        """Settings from the standard VAULT_* variables and keyfence's KEYFENCE_VAULT_* ones.
+
+        Every bad value is reported at once, each naming its variable, so one run shows
+        everything to fix.
+        """
+        reader = _EnvReader(env)
+        addr = reader.addr()
+        auth = reader.choice("KEYFENCE_VAULT_AUTH", AUTH_METHODS, "token")
+        token = role_id = secret_id = role = jwt = None
+        if auth == "token":
+            token = reader.text("VAULT_TOKEN")
+            if token is None:
+                reader.problem(
+                    "VAULT_TOKEN is not set: KEYFENCE_VAULT_AUTH=token (the default) needs a Vault token; "
+                    "export VAULT_TOKEN, or log in with approle, kubernetes or jwt via KEYFENCE_VAULT_AUTH"
+                )
+        elif auth == "approle":
+            role_id = reader.credential("KEYFENCE_VAULT_ROLE_ID")
+            secret_id = reader.credential("KEYFENCE_VAULT_SECRET_ID")
+            if role_id is None and not reader.mentions("KEYFENCE_VAULT_ROLE_ID"):
+                reader.problem(
+                    "KEYFENCE_VAULT_AUTH=approle needs the role id: "
+                    "set KEYFENCE_VAULT_ROLE_ID or KEYFENCE_VAULT_ROLE_ID_FILE"
+                )
+        elif auth in ("kubernetes", "jwt"):
+            role = reader.text("KEYFENCE_VAULT_ROLE")
+            if role is None:
+                reader.problem(
+                    f"KEYFENCE_VAULT_AUTH={auth} needs the Vault role to log in as: set KEYFENCE_VAULT_ROLE"
+                )
+            default_file = KUBERNETES_TOKEN_FILE if auth == "kubernetes" else None
+            jwt = reader.credential("KEYFENCE_VAULT_JWT", default_file=default_file)
+            if jwt is None and not reader.mentions("KEYFENCE_VAULT_JWT"):
+                reader.problem(
+                    f"KEYFENCE_VAULT_AUTH={auth} needs a JWT: "
+                    "set KEYFENCE_VAULT_JWT or KEYFENCE_VAULT_JWT_FILE"
+                )
+        auth_mount = reader.mount("KEYFENCE_VAULT_AUTH_MOUNT")
+        cacert = reader.existing_path("VAULT_CACERT", directory=False)
+        capath = reader.existing_path("VAULT_CAPATH", directory=True)
+        client_cert = reader.existing_path("VAULT_CLIENT_CERT", directory=False)
+        client_key = reader.existing_path("VAULT_CLIENT_KEY", directory=False)
+        if client_key and not client_cert:
+            reader.problem("VAULT_CLIENT_KEY is set without VAULT_CLIENT_CERT: set both for TLS client auth")
+        skip_verify = reader.boolean("VAULT_SKIP_VERIFY")
+        timeout = reader.number("KEYFENCE_VAULT_TIMEOUT", DEFAULT_TIMEOUT, float, 0.001, MAX_TIMEOUT)
+        retries = reader.number("KEYFENCE_VAULT_RETRIES", DEFAULT_RETRIES, int, 1, MAX_RETRIES)
+        concurrency = reader.number(
+            "KEYFENCE_VAULT_CONCURRENCY", DEFAULT_CONCURRENCY, int, 1, MAX_CONCURRENCY
+        )
+        backoff = reader.number("KEYFENCE_VAULT_BACKOFF", BACKOFF_MAX, float, 0, MAX_BACKOFF)
+        namespace = reader.text("VAULT_NAMESPACE")
+        if reader.problems or addr is None:
+            raise VaultError("invalid Vault settings in the environment", problems=reader.problems)
+        return cls(
+            addr=addr,
+            token=token,
+            namespace=(namespace.strip("/") or None) if namespace else None,
+            cacert=cacert,
+            capath=capath,
+            client_cert=client_cert,
+            client_key=client_key,
+            skip_verify=skip_verify,
+            auth=cast(AuthMethod, auth),
+            auth_mount=auth_mount,
+            role_id=role_id,
+            secret_id=secret_id,
+            role=role,
+            jwt=jwt,
+            timeout=timeout,
+            retries=retries,
+            concurrency=concurrency,
+            backoff=backoff,
+        )
+
+
+class _EnvReader:
+    """Reads and checks environment variables, collecting a problem per bad one."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+        self._failed: set[str] = set()
+
+    def problem(self, message: str) -> None:
+        self.problems.append(message)
+
+    def mentions(self, name: str) -> bool:
+        """Whether ``name`` (or its _FILE form) was set but rejected, so 'not set' would mislead."""
+        return name in self._failed
+
+    def text(self, name: str) -> str | None:
+        value = self.env.get(name, "").strip()
+        return value or None
+
+    def addr(self) -> str | None:
+        raw = self.text("VAULT_ADDR")
+        if raw is None:
+            self.problem(
+                "VAULT_ADDR is not set: export VAULT_ADDR=https://<vault host>:8200, "
+                "the address of the Vault or OpenBao server that holds the keys"
+            )
+            return None
+        parts = urlsplit(raw)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            self.problem(f"VAULT_ADDR={raw!r} is not an http(s) URL such as https://vault.example.com:8200")
+            return None
+        try:
+            parts.port  # noqa: B018 - raises on an invalid port
+        except ValueError:
+            self.problem(f"VAULT_ADDR={raw!r} has an invalid port")
+            return None
+        return raw.rstrip("/")
+
+    def choice(self, name: str, allowed: tuple[str, ...], default: str) -> str:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        if raw.lower() not in allowed:
+            self.problem(f"{name}={raw!r} is not one of {', '.join(allowed)}")
+            return default
+        return raw.lower()
+
+    def credential(self, name: str, *, default_file: str | None = None) -> str | None:
+        """A credential given inline (``NAME``) or as a file (``NAME_FILE``); never both."""
+        inline = self.text(name)
+        file_var = f"{name}_FILE"
+        path = self.text(file_var)
+        if inline is not None and path is not None:
+            self.problem(f"{name} and {file_var} are both set: set only one")
+            self._failed.add(name)
+            return None
+        if inline is not None:
+            return inline
+        if path is None:
+            if default_file is None:
+                return None
+            if not Path(default_file).exists():
+                self.problem(
+                    f"no service account token at {default_file} (the default for {file_var}): "
+                    f"run inside a pod with a mounted token, or set {name} or {file_var}"
+                )
+                self._failed.add(name)
+                return None
+            path, file_var = default_file, f"{file_var} (default)"
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read(MAX_CREDENTIAL_FILE_BYTES + 1)
+        except OSError as exc:
+            self.problem(f"{file_var}={path}: cannot read it: {exc.strerror or type(exc).__name__}")
+            self._failed.add(name)
+            return None
+        if len(data) > MAX_CREDENTIAL_FILE_BYTES:
+            self.problem(
+                f"{file_var}={path}: larger than {MAX_CREDENTIAL_FILE_BYTES // 1024} KiB; "
+                "is it the right file?"
+            )
+            self._failed.add(name)
+            return None
+        try:
+            value = data.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            self.problem(f"{file_var}={path}: not UTF-8 text")
+            self._failed.add(name)
+            return None
+        if not value:
+            self.problem(f"{file_var}={path}: the file is empty")
+            self._failed.add(name)
+            return None
+        return value
+
+    def mount(self, name: str) -> str | None:
+        raw = self.text(name)
+        if raw is None:
+            return None
+        mount = canonical_key_path(raw)
+        if not mount or not all(_MOUNT_SEGMENT.match(s) for s in mount.split("/")):
+            self.problem(f"{name}={raw!r} is not a mount path such as 'approle' or 'kubernetes-prod'")
+            return None
+        return mount
+
+    def existing_path(self, name: str, *, directory: bool) -> str | None:
+        raw = self.text(name)
+        if raw is None:
+            return None
+        target = Path(raw)
+        if directory and not target.is_dir():
+            self.problem(f"{name}={raw}: no such directory")
+            return None
+        if not directory and not target.is_file():
+            self.problem(f"{name}={raw}: no such file")
+            return None
+        return raw
+
+    def boolean(self, name: str) -> bool:
+        raw = self.env.get(name, "").strip().lower()
+        if raw in _TRUE:
+            return True
+        if raw not in _FALSE:
+            self.problem(f"{name}={self.env.get(name)!r} is not a boolean (true/false, 1/0)")
+        return False
+
+    def number(self, name: str, default: T, kind: Callable[[str], T], low: float, high: float) -> T:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = kind(raw)
+        except ValueError:
+            value = None
+        if value is None or not low <= cast(float, value) <= high:
+            what = "a whole number" if kind is int else "a number of seconds"
+            self.problem(f"{name}={raw!r} must be {what} between {low:g} and {high:g}")
+            return default
+        return value

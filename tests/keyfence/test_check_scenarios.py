@@ -1,0 +1,181 @@
+"""``keyfence check`` end to end on stacks that break the invariants in every way issue #3 lists.
+
+Hand-written resources come from a wrapping Pulumi program (``--program``) whose stack
+config picks the scenario; Vault-side faults come from key metadata in a real OpenBao.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from keyfence.cli.app import app
+from keyfence.errors import EXIT_INVALID, EXIT_OK, EXIT_VIOLATION
+from keyfence.keys import (
+    METADATA_FINGERPRINT,
+    METADATA_PERMISSIONS,
+    METADATA_SUBACCOUNT,
+    METADATA_VENUE,
+)
+from keyfence.material import KeyMaterial
+from keyfence.spec import load_spec
+from tests.fleet_fixtures import EXAMPLE_SPEC, ROOT
+from tests.openbao import OpenBao
+
+SCENARIOS = str(ROOT / "tests" / "fixtures" / "programs" / "scenarios")
+
+
+def check(*args: str) -> tuple[int, dict[str, Any], str]:
+    result = CliRunner().invoke(app, ["check", "--format", "json", *args])
+    report = json.loads(result.stdout) if result.stdout.startswith("{") else {}
+    return result.exit_code, report, result.stdout + result.stderr
+
+
+def scenario(name: str | None = None) -> tuple[int, dict[str, Any], str]:
+    extra = ["--config", f"scenario={name}"] if name else []
+    return check("--offline", "--spec", EXAMPLE_SPEC, "--program", SCENARIOS, *extra)
+
+
+def violated(report: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for v in report["violations"]:
+        if v["level"] == "mandatory":
+            out.setdefault(v["policy"], []).append(v)
+    return out
+
+
+def test_the_wrapping_program_alone_passes() -> None:
+    code, report, out = scenario()
+    assert code == EXIT_OK, out
+    code, with_sidecar, out = scenario("compliant-sidecar")
+    assert code == EXIT_OK, out
+    assert with_sidecar["resources"] == report["resources"] + 2
+
+
+@pytest.mark.parametrize(
+    ("name", "policies", "offender"),
+    [
+        ("rogue-mount", {"no-duplicate-key-assignment"}, "shadow"),
+        ("env-from", {"no-duplicate-key-assignment", "key-not-in-env"}, "leaky"),
+        ("replicas", {"single-writer-per-key"}, "sidecar"),
+        ("rolling-update", {"single-writer-per-key"}, "sidecar"),
+        ("hpa", {"single-writer-per-key"}, "sidecar-hpa"),
+    ],
+)
+def test_hand_written_resources_are_blocked(name: str, policies: set[str], offender: str) -> None:
+    code, report, out = scenario(name)
+    assert code == EXIT_VIOLATION, out
+    found = violated(report)
+    assert set(found) == policies
+    urns = {v["urn"] for vs in found.values() for v in vs}
+    assert any(urn.endswith(f"::hand-written/{offender}") for urn in urns), urns
+    if "no-duplicate-key-assignment" in policies:
+        # Every holder is reported, each naming the other: the executor's own Deployment too.
+        duplicates = found["no-duplicate-key-assignment"]
+        assert any(v["urn"].endswith("Deployment::momentum/executor") for v in duplicates)
+        assert all(offender in v["message"] or "executor" in v["message"] for v in duplicates)
+
+
+def test_a_program_that_fails_exits_2_without_traceback(tmp_path: Path) -> None:
+    code, _, out = scenario("bogus")
+    assert code == EXIT_INVALID
+    assert "unknown scenario 'bogus'" in out and "Traceback" not in out
+    code, _, out = check("--offline", "--spec", EXAMPLE_SPEC, "--program", str(tmp_path))
+    assert code == EXIT_INVALID and "no Pulumi program here" in out
+
+
+def test_bad_config_pair_is_an_error() -> None:
+    code, _, out = check("--offline", "--spec", EXAMPLE_SPEC, "--config", "scenario")
+    assert code == EXIT_INVALID and "expected KEY=VALUE" in out
+
+
+# --------------------------------------------------------------------------- Vault-side faults
+
+
+def small_spec(tmp_path: Path, prefix: str, executor_permissions: list[str]) -> Path:
+    def proc(name: str, role: str, permissions: list[str]) -> dict[str, Any]:
+        return {"name": name, "role": role, "image": f"ghcr.io/acme/{name}:1.0.0", "permissions": permissions}
+
+    data = {
+        "version": 1,
+        "vault": {"mount": "secret", "prefix": prefix},
+        "subaccounts": [
+            {
+                "name": "main",
+                "master": True,
+                "venue": "futures",
+                "processes": [proc("treasury", "treasury", ["general-read"])],
+            },
+            {
+                "name": "momentum",
+                "venue": "futures",
+                "processes": [proc("executor", "trader", executor_permissions)],
+            },
+        ],
+    }
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def seed(openbao: OpenBao, spec_path: Path, prefix: str, executor: dict[str, str] | None = None) -> None:
+    """Register every key with truthful metadata, except what ``executor`` overrides for that process."""
+    for entry in load_spec(spec_path).entries():
+        key = KeyMaterial(f"CANARYKEY-{prefix}-{entry.ref}", f"CANARYSECRET-{prefix}-{entry.ref}")
+        custom = {
+            METADATA_FINGERPRINT: key.fingerprint,
+            METADATA_SUBACCOUNT: entry.subaccount.name,
+            METADATA_VENUE: entry.subaccount.venue,
+            METADATA_PERMISSIONS: ",".join(entry.process.permissions or []),
+        }
+        if entry.process.name == "executor":
+            custom.update(executor or {})
+        openbao.put_key(entry.key_path, key.api_key, key.api_secret, custom_metadata=custom)
+
+
+@pytest.mark.vault
+def test_clean_fleet_passes_with_vault(
+    openbao: OpenBao, vault_env: dict[str, str], vault_prefix: str, tmp_path: Path
+) -> None:
+    spec_path = small_spec(tmp_path, vault_prefix, ["general-full"])
+    seed(openbao, spec_path, vault_prefix)
+    code, report, out = check("--spec", str(spec_path))
+    assert code == EXIT_OK, out
+    assert report["ok"] and not report["offline"]
+    assert "CANARY" not in out
+
+
+@pytest.mark.vault
+def test_key_registered_for_another_subaccount_is_blocked(
+    openbao: OpenBao, vault_env: dict[str, str], vault_prefix: str, tmp_path: Path
+) -> None:
+    spec_path = small_spec(tmp_path, vault_prefix, ["general-full"])
+    seed(openbao, spec_path, vault_prefix, executor={METADATA_SUBACCOUNT: "main"})
+    code, report, out = check("--spec", str(spec_path))
+    assert code == EXIT_VIOLATION, out
+    found = violated(report)
+    assert set(found) == {"subaccount-tag-required"}
+    (violation,) = found["subaccount-tag-required"]
+    assert violation["urn"].endswith("Deployment::momentum/executor")
+    assert "main" in violation["message"] and "CANARY" not in out
+
+
+@pytest.mark.vault
+def test_subaccount_key_with_withdrawal_rights_is_blocked(
+    openbao: OpenBao, vault_env: dict[str, str], vault_prefix: str, tmp_path: Path
+) -> None:
+    # The spec says nothing about withdrawals; the key in Vault carries them anyway.
+    spec_path = small_spec(tmp_path, vault_prefix, ["general-full"])
+    seed(openbao, spec_path, vault_prefix, executor={METADATA_PERMISSIONS: "general-full,withdrawal"})
+    code, report, out = check("--spec", str(spec_path))
+    assert code == EXIT_VIOLATION, out
+    found = violated(report)
+    assert "least-privilege-key" in found
+    (violation,) = found["least-privilege-key"]
+    assert violation["urn"].endswith("Deployment::momentum/executor")
+    assert "withdrawal" in violation["message"] and "subaccounts" in violation["message"]
