@@ -19,7 +19,7 @@ import jsonschema
 import pytest
 from typer.testing import CliRunner
 
-from keyfence import check as check_module
+from keyfence.check import runner as check_module
 from keyfence.check.harness import collect
 from keyfence.check.report import CHECK_FORMATS, check_rich, plan_json, render_check
 from keyfence.check.runner import _result, process_rows
