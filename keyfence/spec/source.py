@@ -1,6 +1,33 @@
 """The spec's YAML source: parsed with the line and column of every node.
 
-Also renders positions and values for messages."""
+Also renders positions and values for messages.
+
+Why PyYAML plus a small located loader, not ruamel.yaml's round-trip loader (issue 9, evaluated with
+ruamel.yaml 0.19.1 against this module, the hostile tests and a differential run over their generators):
+
+- It would change how valid specs are read. Its default YAML 1.2 rules make ``master: yes`` text (so
+  invalid) and read ``memory: 0100`` as 100 where we read 64; its YAML 1.1 mode is not PyYAML's either:
+  ``y``/``n`` become booleans (``env: {FLAG: y}`` turns invalid, a key ``n`` becomes ``False``) and
+  ``1e3`` becomes a float, with a multi-line warning on stderr. Matching today's reading would mean
+  hand-writing resolver tables, trading this code for less obvious code.
+- Its location tracking and duplicate detection do not fit as they are: ``.lc.key()`` has no position
+  for merged-in keys; merged keys come after a mapping's own (reordering a merged ``env``, so the
+  Deployment); a second ``<<`` key is refused; the duplicate error stops at the first one and quotes
+  both whole values plus how to switch the check off. We report every duplicate in bounded words.
+- Its round-trip types reach the model: an anchored ``true`` is ``ScalarBoolean``, an ``int`` subclass
+  that ``StrictBool`` refuses; floats, hex/octal ints, anchored and block strings and timestamps are
+  subclasses too, so every scalar constructor would need overriding back to plain values.
+- It accepts what must be refused: unknown tags (``!!python/object:...`` loads as a tagged mapping,
+  ``!x`` as a ``TaggedScalar``) and list keys (as tuple-like keys).
+- The guard rails would still be ours (it has an opt-in depth limit, no bound on nodes after alias expansion
+  or on integer length), hooked in through semi-internal calls (``get_constructor_parser``; a ``%YAML``
+  directive then crashed with IndexError unless ``doc_infos`` was seeded by hand); one parser error
+  read "but found ('<block mapping start>',)"; and it took 2.4x PyYAML's CPU time on the 2000-process
+  bench spec.
+
+So this module keeps PyYAML's SafeLoader (YAML 1.1 as PyYAML resolves it; pinned by
+tests/keyfence/test_spec.py) with the few overrides below.
+"""
 
 from __future__ import annotations
 

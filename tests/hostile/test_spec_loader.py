@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from keyfence.errors import SpecError
 from keyfence.spec import MAX_SPEC_BYTES, MAX_YAML_NODES, FleetSpec, load_spec, load_spec_text
-from keyfence.spec import source as spec_module
+from keyfence.spec import source as source_module
 from tests.hostile import yamlgen as g
 from tests.hostile.oracle import (
     SOURCE,
@@ -340,14 +340,14 @@ def test_overriding_merged_keys_costs_one_construction_per_key(monkeypatch: pyte
     """Overrides of merged-in keys used to rescan the mapping's own keys once each: quadratic, tens
     of seconds for 20,000 keys. Counted in constructor calls, not seconds."""
     calls = 0
-    original = spec_module._LocatingLoader.construct_object
+    original = source_module._LocatingLoader.construct_object
 
     def counting(self: Any, node: Any, deep: bool = False) -> Any:
         nonlocal calls
         calls += 1
         return original(self, node, deep)
 
-    monkeypatch.setattr(spec_module._LocatingLoader, "construct_object", counting)
+    monkeypatch.setattr(source_module._LocatingLoader, "construct_object", counting)
     keys = ", ".join(f"k{i}: 1" for i in range(2000))
     merged = f"base: &b {{{keys}}}\nover: {{<<: *b, {keys}}}\n"
     with pytest.raises(SpecError) as err:

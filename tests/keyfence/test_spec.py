@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from keyfence.errors import SpecError
-from keyfence.spec import load_spec, load_spec_text
+from keyfence.spec import Process, load_spec, load_spec_text
 from tests.fleet_fixtures import EXAMPLE_SPEC
 
 BASE = """\
@@ -214,3 +214,53 @@ def test_missing_file_and_not_a_mapping(tmp_path: Path) -> None:
     (tmp_path / "bin.yaml").write_bytes(b"\xff\xfe\x00")
     with pytest.raises(SpecError, match="not UTF-8"):
         load_spec(tmp_path / "bin.yaml")
+
+
+# How scalars read is part of the contract: a loader swap must not change it silently (the docstring
+# of keyfence/spec/source.py says why ruamel.yaml's round-trip loader was not taken up).
+EXECUTOR = "role: trader\n"
+
+
+def executor(text: str) -> Process:
+    return load_spec_text(text, "fleet.yaml").subaccounts[1].processes[0]
+
+
+@pytest.mark.parametrize("written", ["yes", "On", "&m true"])
+def test_yaml_1_1_booleans_and_anchored_ones_are_booleans(written: str) -> None:
+    assert load_spec_text(BASE.replace("master: true", f"master: {written}")).subaccounts[0].master is True
+
+
+def test_y_and_n_stay_text() -> None:
+    env = executor(BASE.replace(EXECUTOR, EXECUTOR + "        env: {FLAG: y, OTHER: n}\n")).env
+    assert env == {"FLAG": "y", "OTHER": "n"}
+
+
+@pytest.mark.parametrize(("written", "read"), [("0100", "64"), ("1:30", "90")], ids=["octal", "base-60"])
+def test_yaml_1_1_integers_keep_their_value(written: str, read: str) -> None:
+    line = f"        resources: {{limits: {{memory: {written}}}}}\n"
+    proc = executor(BASE.replace(EXECUTOR, EXECUTOR + line))
+    assert proc.resources is not None and proc.resources.limits is not None
+    assert proc.resources.limits.memory == read
+
+
+def test_merged_in_keys_come_first_then_the_mappings_own() -> None:
+    """The env order reaches the Deployment, so reordering it would roll every pod."""
+    text = BASE.replace("role: treasury\n", "role: treasury\n        env: &common {A: a, Z: z}\n")
+    text = text.replace(EXECUTOR, EXECUTOR + "        env: {<<: *common, B: b, A: own}\n")
+    assert list(executor(text).env.items()) == [("A", "own"), ("Z", "z"), ("B", "b")]
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ("env: {FLAG: on}", "expected a string (quote it), got bool"),
+        ("resources: {limits: {memory: 1e3}}", "'1e3' is not a Kubernetes"),
+        ("env: !!python/object:os.system {FLAG: x}", "could not determine a constructor"),
+        ("env: !local {FLAG: x}", "could not determine a constructor"),
+        ("env: {[A]: x}", "a mapping key must be a plain scalar"),
+    ],
+    ids=["on-is-a-bool", "1e3-is-text", "python-tag", "local-tag", "list-key"],
+)
+def test_yaml_1_1_readings_and_odd_tags_are_located_errors(line: str, says: str) -> None:
+    msg = one_problem(BASE.replace(EXECUTOR, f"{EXECUTOR}        {line}\n"))
+    assert msg.startswith("fleet.yaml:15:") and says in msg, msg
