@@ -41,7 +41,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True, type=Path, help="where to write the figures as JSON")
     p.add_argument(
-        "--sizes", type=_sizes, default=DEFAULT_SIZES, help="process counts (default 100,1000,2000)"
+        "--sizes", type=_sizes, default=DEFAULT_SIZES, help="process counts (default 100,1000,2000,4000)"
     )
     p.add_argument("--subaccounts", type=_positive, default=DEFAULT_SUBACCOUNTS, help="default 20")
     p.add_argument(

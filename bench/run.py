@@ -26,7 +26,7 @@ from . import memory, report, worker
 from .fleet import Fleet, generate
 from .seed import seed
 
-DEFAULT_SIZES: Final = (100, 1000, 2000)
+DEFAULT_SIZES: Final = (100, 1000, 2000, 4000)
 DEFAULT_SUBACCOUNTS: Final = 20
 DEFAULT_REPEATS: Final = 3
 
@@ -88,9 +88,14 @@ def run(
                 f"{size} processes: timing every stage, {config.repeats} run(s) each, in a fresh process"
             )
             figures = worker.measure(fleet, spec_path, warmup_spec, warmup_prefix, config.repeats, settings)
-            progress(f"{size} processes: peak memory of the check, in a fresh process")
+            progress(f"{size} processes: peak memory and GC time of the check, in a fresh process")
             mem = memory.measure(spec_path, settings)
-            figures["memory"] = {"check_mb": mem.check_mb, "pack_mb": mem.pack_mb, "seconds": mem.seconds}
+            figures["memory"] = {
+                "check_mb": mem.check_mb,
+                "pack_mb": mem.pack_mb,
+                "seconds": mem.seconds,
+                "gc_s": mem.gc_s,
+            }
             figures["seed_s"] = seed_s
             figures["ratios"] = report.size_ratios(figures["stages"])
             sizes.append(figures)

@@ -3,15 +3,19 @@
 Every stage runs from a cold start of what it measures (a new Vault session, a new pack
 process, a fresh SDK runtime), ``repeats`` times, and reports the median of
 ``time.perf_counter`` wall-clock seconds: the median shrugs off one slow run on a shared
-machine, where a mean would not. The stages are the parts ``keyfence check`` and the
-program under ``pulumi up`` are made of, so their sum can be compared with the end-to-end
-figure, and each can be compared with the SDK's floor.
+machine, where a mean would not. The floor and the check are whole processes, start-up
+included (``python -m bench.bare`` and the ``keyfence check`` command), so their ratio is the
+one a user sees; the stages in between run in process, to show where the time goes.
 """
 
 from __future__ import annotations
 
 import gc
+import json
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -29,8 +33,9 @@ from keyfence.keys import Mode, ResolvedKey, resolve_keys
 from keyfence.spec import FleetSpec, load_spec
 from keyfence.vault import VaultSettings, connect
 
+from .child import ROOT, TIMEOUT, child_env
 from .fleet import Fleet
-from .floor import run_floor
+from .plan import write_plan
 
 T = TypeVar("T")
 
@@ -40,7 +45,8 @@ VAULT_METADATA: Final = "vault_metadata"
 VAULT_DATA: Final = "vault_data"
 REGISTRATION: Final = "registration"
 PACK_START: Final = "pack_start"
-ANALYSIS: Final = "analysis"
+ANALYZE: Final = "analyze"
+ANALYZE_STACK: Final = "analyze_stack"
 CHECK: Final = "check"
 STAGES: Final[tuple[str, ...]] = (
     FLOOR,
@@ -49,7 +55,8 @@ STAGES: Final[tuple[str, ...]] = (
     VAULT_DATA,
     REGISTRATION,
     PACK_START,
-    ANALYSIS,
+    ANALYZE,
+    ANALYZE_STACK,
     CHECK,
 )
 """Every timed stage, in the order the table shows them."""
@@ -111,12 +118,41 @@ def resource_types(resources: Sequence[RegisteredResource]) -> dict[str, int]:
     return dict(sorted(Counter(r.type for r in resources).items()))
 
 
+def plan_types(plan: Path) -> dict[str, int]:
+    """How many resources of each type a plan file lists (what the floor registers)."""
+    items = json.loads(plan.read_text(encoding="utf-8"))["resources"]
+    return dict(sorted(Counter(item["type"] for item in items).items()))
+
+
 # --------------------------------------------------------------------------- the stages
 
 
-def floor(fleet: Fleet) -> Collected:
-    """The bare SDK program under the harness's mocks."""
-    return run_floor(fleet, project=DEFAULT_PROJECT, stack=DEFAULT_STACK)
+def _whole_process(argv: list[str], settings: VaultSettings, what: str) -> None:
+    """Run ``python argv`` from the checkout as its own process; raises BenchError if it fails."""
+    done = subprocess.run(
+        [sys.executable, *argv],
+        cwd=ROOT,
+        env=child_env(settings),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.strip().splitlines()[-20:])
+        raise BenchError(f"{what} failed (exit {done.returncode}):\n{tail}")
+
+
+def floor(plan: Path, settings: VaultSettings) -> None:
+    """The bare SDK program registering the plan's resources: a whole process, start-up included."""
+    _whole_process(["-m", "bench.bare", str(plan)], settings, "the bare floor program")
+
+
+def check_command(spec_path: Path, settings: VaultSettings) -> None:
+    """``keyfence check --spec SPEC`` as a user runs it: a whole process, start-up included."""
+    argv = ["-c", "from keyfence.cli import main; main()", "check", "--spec", str(spec_path)]
+    _whole_process(argv, settings, "keyfence check")
 
 
 def resolve(spec: FleetSpec, settings: VaultSettings, mode: Mode) -> list[ResolvedKey]:
@@ -132,20 +168,22 @@ def register(spec: FleetSpec, keys: list[ResolvedKey]) -> Collected:
 
 @dataclass(frozen=True)
 class PackTimings:
-    """Starting and configuring the pack, and analysing one stack with it."""
+    """Starting and configuring the pack, its Analyze calls, and its AnalyzeStack call."""
 
     start: Timing
-    analysis: Timing
+    analyze: Timing
+    analyze_stack: Timing
     violations: int
 
 
 def analyse(
     resources: Sequence[RegisteredResource], repeats: int, pack_dir: Path | None = None
 ) -> PackTimings:
-    """Start the real pack process (timed apart), then every Analyze and AnalyzeStack call (timed)."""
+    """Start the real pack process, then every Analyze call, then AnalyzeStack: each timed apart."""
     directory = pack_dir or default_policy_pack()
     starts: list[float] = []
     analyses: list[float] = []
+    stack_analyses: list[float] = []
     violations = 0
     for _ in range(repeats):
         with isolated():
@@ -154,11 +192,16 @@ def analyse(
                 info, policies, initial = session.get_info()
                 session.configure(reconcile_config(policies, initial, []))
                 started = time.perf_counter()
-                found = session.analyze(resources, info.name or session.name)
-                analyses.append(time.perf_counter() - started)
+                found = session.analyze_resources(resources, info.name or session.name)
+                stacked = time.perf_counter()
+                found += session.analyze_stack(resources, info.name or session.name)
+                stack_analyses.append(time.perf_counter() - stacked)
+                analyses.append(stacked - started)
                 starts.append(started - began)
         violations = max(violations, len(found))
-    return PackTimings(Timing(tuple(starts)), Timing(tuple(analyses)), violations)
+    return PackTimings(
+        Timing(tuple(starts)), Timing(tuple(analyses)), Timing(tuple(stack_analyses)), violations
+    )
 
 
 def check(spec_path: Path, settings: VaultSettings) -> CheckResult:
@@ -194,9 +237,11 @@ def _program_stages(
 def measure(fleet: Fleet, spec_path: Path, settings: VaultSettings, repeats: int) -> SizeFigures:
     """Time every stage on one seeded fleet; raises BenchError if the run is not a clean check."""
     timings: dict[str, Timing] = {}
-    timings[FLOOR], floor_run = timed(lambda: floor(fleet), repeats)
-    floor_types = resource_types(floor_run.resources)
-    del floor_run  # what each stage leaves behind is released before the next one runs
+    with tempfile.TemporaryDirectory(prefix="keyfence-plan-") as tmp:
+        plan = Path(tmp) / "plan.json"
+        write_plan(spec_path, settings, plan)
+        floor_types = plan_types(plan)
+        timings[FLOOR], _ = timed(lambda: floor(plan, settings), repeats)
 
     timings[SPEC], spec = timed(lambda: load_spec(spec_path), repeats)
     check_keys, program_types = _program_stages(spec, settings, repeats, timings)
@@ -204,11 +249,13 @@ def measure(fleet: Fleet, spec_path: Path, settings: VaultSettings, repeats: int
     # The pack analyses what the check declares: the program with check-mode keys (metadata only).
     checked = register(spec, check_keys).resources
     pack = analyse(checked, repeats)
-    timings[PACK_START], timings[ANALYSIS] = pack.start, pack.analysis
+    timings[PACK_START], timings[ANALYZE] = pack.start, pack.analyze
+    timings[ANALYZE_STACK] = pack.analyze_stack
     resources = len(checked)
     del checked
 
-    timings[CHECK], result = timed(lambda: check(spec_path, settings), repeats)
+    result = check(spec_path, settings)
+    timings[CHECK], _ = timed(lambda: check_command(spec_path, settings), repeats)
     if not result.ok or result.findings or pack.violations:
         raise BenchError(
             f"the {len(fleet.processes)}-process fleet is not clean: {len(result.findings)} finding(s) in "

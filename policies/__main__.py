@@ -10,6 +10,7 @@ imported by tests or by the program.
 import gc
 
 # mypy checks this file as ``policies.__main__``, where the top-level name does not resolve.
+from keyfence_policies import sdk_adapter  # type: ignore[import-not-found,unused-ignore]
 from keyfence_policies.pack import build_policies  # type: ignore[import-not-found,unused-ignore]
 from pulumi_policy import EnforcementLevel, PolicyPack
 
@@ -18,6 +19,10 @@ from pulumi_policy import EnforcementLevel, PolicyPack
 # analysis superlinear. Young collections every 500k allocations keep it linear; the trees
 # are acyclic, so reference counting frees them anyway and memory stays bounded.
 gc.set_threshold(max(gc.get_threshold()[0], 500_000), *gc.get_threshold()[1:])
+
+# On the pulumi_policy versions it was checked against, parse the stack once for all six
+# stack policies; on any other, the SDK's public path runs unchanged.
+sdk_adapter.install()
 
 PolicyPack(
     name="keyfence",

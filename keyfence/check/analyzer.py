@@ -367,6 +367,13 @@ class PolicyPackSession:
         them concurrently: the pack works on one while the next crosses the wire, instead of
         each side waiting for the other. Answers are still read, and reported, in stack order.
         """
+        return [
+            *self.analyze_resources(resources, pack_name),
+            *self.analyze_stack(resources, pack_name),
+        ]
+
+    def analyze_resources(self, resources: Sequence[RegisteredResource], pack_name: str) -> list[Violation]:
+        """One Analyze call per resource: the CLI makes them whether or not the pack has resource policies."""
         violations: list[Violation] = []
         in_flight: deque[tuple[RegisteredResource, Any]] = deque()
 
@@ -390,7 +397,10 @@ class PolicyPackSession:
                 settle_oldest()
         while in_flight:
             settle_oldest()
+        return violations
 
+    def analyze_stack(self, resources: Sequence[RegisteredResource], pack_name: str) -> list[Violation]:
+        """One AnalyzeStack call with every resource."""
         stack_request = analyzer_pb2.AnalyzeStackRequest()
         for resource in resources:
             item = stack_request.resources.add(
@@ -407,8 +417,7 @@ class PolicyPackSession:
                     item.propertyDependencies[key].urns.extend(urns)
         with self._call("AnalyzeStack"):
             response = self.stub.AnalyzeStack(stack_request, timeout=self.call_timeout)
-        violations += self._violations(response.diagnostics, pack_name, default_urn="")
-        return violations
+        return self._violations(response.diagnostics, pack_name, default_urn="")
 
     def _violations(
         self, diagnostics: Iterable[analyzer_pb2.AnalyzeDiagnostic], pack_name: str, *, default_urn: str

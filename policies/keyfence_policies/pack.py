@@ -25,6 +25,7 @@ from pulumi_policy import (
 from . import duplicate_keys, hardened, key_not_in_env, least_privilege, single_writer, subaccount_tag
 from .config import SHARED_PROPERTIES, parse_config, schema_properties
 from .rule import Finding, Rule
+from .sdk_adapter import derived
 from .workloads import build_index
 
 RULES: Final[tuple[Rule, ...]] = (
@@ -79,7 +80,9 @@ def run_rule(rule: Rule, resources: Iterable[object], config: object = None) -> 
         findings.extend(
             Finding(f"invalid policy config for {rule.name}: {error}", None) for error in parsed.errors
         )
-        index = build_index(resources, parsed.config)
+        # One index per stack and config, shared by the policies when the SDK adapter parsed the
+        # stack once (sdk_adapter.SharedResources); built afresh otherwise.
+        index = derived(resources, parsed.config, lambda: build_index(resources, parsed.config))
         findings.extend(rule.check(index, parsed.config))
     except Exception as exc:  # a crash would turn a mandatory check into a pack failure
         findings.append(
@@ -104,7 +107,7 @@ def evaluate(
 def _validation(rule: Rule) -> Callable[[StackValidationArgs, ReportViolation], None]:
     def validate(args: StackValidationArgs, report_violation: ReportViolation) -> None:
         try:
-            resources = list(args.resources)
+            resources = args.resources
             config = args.get_config()
         except Exception as exc:  # the SDK's args themselves are unreadable: fail closed
             report_violation(f"{rule.name} could not read the stack ({type(exc).__name__}: {exc}).", None)

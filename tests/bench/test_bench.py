@@ -18,13 +18,17 @@ from typing import Any
 import pytest
 from keyfence_policies import permissions as perms
 
-from bench import report
+from bench import bare, report
 from bench.fleet import Fleet, generate
-from bench.floor import KEY_VERSION, run_floor
+from bench.plan import plan_of
 from bench.run import BenchConfig, finish
-from bench.stages import STAGES, register, resource_types
-from keyfence.keys import ResolvedKey
+from bench.seed import seed
+from bench.stages import STAGES
+from keyfence.check.harness import Collected, collect
+from keyfence.check.runner import collect_program
 from keyfence.spec import load_spec
+from keyfence.vault import VaultSettings
+from tests.openbao import OpenBao
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,41 +64,44 @@ def _in_spec_order(fleet: Fleet) -> list[Any]:
 # --------------------------------------------------------------------------- the floor
 
 
-def _deploy_keys(fleet: Fleet, spec_path: Path) -> tuple[Any, list[ResolvedKey]]:
-    """The keys as deploy mode resolves them from the seeded Vault: version 1, material, metadata."""
-    spec = load_spec(spec_path)
-    by_ref = {p.ref: p for p in fleet.processes}
-    keys = [
-        ResolvedKey(
-            entry=entry,
-            mount=spec.vault.mount,
-            path=entry.key_path,
-            version=KEY_VERSION,
-            fingerprint=by_ref[entry.ref].material.fingerprint,
-            identity_source="material",
-            permissions=by_ref[entry.ref].permissions,
-            metadata_subaccount=entry.subaccount.name,
-            metadata_venue=entry.subaccount.venue,
-            material=by_ref[entry.ref].material,
-        )
-        for entry in spec.entries()
-    ]
-    return spec, keys
+def _declared(collected: Collected) -> dict[str, Any]:
+    return {
+        r.urn: (r.type, r.name, r.parent, r.custom, r.inputs(), sorted(r.dependencies))
+        for r in collected.resources
+    }
 
 
-def test_floor_declares_exactly_what_the_program_declares(tmp_path: Path) -> None:
-    """Same types, names, parents and inputs: the floor differs from the program only in how it gets there."""
-    fleet = generate(12, 3)
-    spec, keys = _deploy_keys(fleet, fleet.write_spec(tmp_path))
-    program = register(spec, keys)
-    floor = run_floor(fleet)
-    assert resource_types(floor.resources) == resource_types(program.resources)
-
-    def declared(collected: Any) -> dict[str, Any]:
-        return {r.urn: (r.type, r.name, r.parent, r.custom, r.inputs()) for r in collected.resources}
-
-    assert declared(floor) == declared(program)
+@pytest.mark.vault
+def test_the_bare_floor_registers_exactly_what_the_check_declares(
+    openbao: OpenBao, vault_prefix: str, tmp_path: Path
+) -> None:
+    """Same types, names, parents, inputs and dependencies: the floor differs only in how it gets there."""
+    settings = VaultSettings(addr=openbao.addr, token=openbao.root_token)
+    fleet = generate(12, 3, prefix=vault_prefix)
+    seed(settings.addr, settings.token or "", fleet)
+    spec = fleet.write_spec(tmp_path)
+    program = collect_program(
+        str(spec), mode="check", stack="dev", project="keyfence", vault_settings=settings
+    )
+    plan = json.loads(json.dumps(plan_of(program)))
+    floor = collect(lambda: bare.program(plan), project="keyfence", stack="dev")
+    assert _declared(floor) == _declared(program)
     assert floor.stack_outputs.keys() == program.stack_outputs.keys()
+    secrets = [r for r in floor.resources if r.type == "kubernetes:core/v1:Secret"]
+    assert secrets and all("[secret]" in json.dumps(r.inputs()) for r in secrets)
+
+    # As its own process, the floor imports nothing of keyfence.
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(plan), encoding="utf-8")
+    probe = (
+        "import sys, bench.bare as b; b.main([sys.argv[1]]); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('keyfence', 'keyfence_policies')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(path)], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
 # --------------------------------------------------------------------------- figures and targets
@@ -104,28 +111,29 @@ def _figures(floor: float, check: float, processes: int) -> dict[str, Any]:
     stages = {name: {"median_s": 1.0, "runs_s": [1.0]} for name in STAGES}
     stages["floor"] = {"median_s": floor, "runs_s": [floor]}
     stages["check"] = {"median_s": check, "runs_s": [check]}
-    stages["analysis"] = {"median_s": 3.0, "runs_s": [3.0]}
+    stages["analyze_stack"] = {"median_s": 4.0, "runs_s": [4.0]}
     return {
         "processes": processes,
         "stages": stages,
-        "memory": {"check_mb": 599.0, "pack_mb": 100.0, "seconds": check},
+        "memory": {"check_mb": 899.0, "pack_mb": 100.0, "seconds": check, "gc_s": check / 10},
         "ratios": report.size_ratios(stages),
     }
 
 
 def test_targets_are_judged_at_the_reference_size_with_the_issues_comparisons() -> None:
-    results = finish(
-        BenchConfig(sizes=(5, 10), repeats=1, reference=5), [_figures(2, 2.6, 5), _figures(4, 5.8, 10)]
-    )
+    sizes = [_figures(2, 2.3, 1000), _figures(4, 5.2, 2000), _figures(8, 11.6, 4000)]
+    results = finish(BenchConfig(sizes=(1000, 2000, 4000), repeats=1), sizes)
     by_name = {t["name"]: t for t in results["targets"]}
-    assert by_name["check / floor at 5"]["figure"] == pytest.approx(1.3)
-    assert by_name["check / floor at 5"]["status"] == "PASS"  # at most 1.3
-    assert by_name["policy analysis of 5 processes"]["status"] == "MISS"  # under 3 s: 3.0 is not
-    assert by_name["peak memory of the 5-process check"]["status"] == "PASS"
-    assert by_name["time(10) / time(5): floor"]["figure"] == pytest.approx(2.0)
-    assert by_name["time(10) / time(5): check"]["figure"] == pytest.approx(5.8 / 2.6)
-    assert by_name["time(10) / time(5): check"]["status"] == "MISS"
-    elsewhere = finish(BenchConfig(sizes=(5, 10), repeats=1, reference=1000), results["sizes"])
+    assert by_name["check / floor at 1000"]["figure"] == pytest.approx(1.15)
+    assert by_name["check / floor at 1000"]["status"] == "PASS"  # at most 1.15
+    assert by_name["AnalyzeStack of 4000 processes"]["status"] == "MISS"  # under 4 s: 4.0 is not
+    assert by_name["peak memory of the 4000-process check"]["status"] == "PASS"
+    assert by_name["time(2000) / time(1000): floor"]["figure"] == pytest.approx(2.0)
+    assert by_name["time(2000) / time(1000): check"]["figure"] == pytest.approx(5.2 / 2.3)
+    assert by_name["time(2000) / time(1000): check"]["status"] == "MISS"
+    assert by_name["time(4000) / time(2000): gc"]["figure"] == pytest.approx(11.6 / 5.2)
+    assert by_name["time(4000) / time(2000): gc"]["status"] == "MISS"
+    elsewhere = finish(BenchConfig(sizes=(5, 10), repeats=1), [_figures(2, 2.6, 5), _figures(4, 5.8, 10)])
     assert {t["status"] for t in elsewhere["targets"]} == {"n/a"}
 
 
@@ -175,9 +183,10 @@ def test_python_m_bench_runs_end_to_end_on_a_real_openbao(tmp_path: Path) -> Non
         for name in STAGES:
             figure = size["stages"][name]
             assert len(figure["runs_s"]) == 1 and figure["median_s"] == figure["runs_s"][0] > 0
-        assert (
-            size["memory"]["check_mb"] > 0 and size["memory"]["pack_mb"] > 0 and size["memory"]["seconds"] > 0
-        )
+        memory = size["memory"]
+        assert memory["check_mb"] > 0 and memory["seconds"] > 0 and memory["gc_s"] >= 0
+        # The pack's own peak, read from /proc: far below the check's, never inherited from it.
+        assert 0 < memory["pack_mb"] < memory["check_mb"]
         types = size["resource_types"]
         assert types["floor"] == types["program"], "the floor registers what the program registers"
         assert sum(types["program"].values()) == size["resources"]
@@ -186,19 +195,18 @@ def test_python_m_bench_runs_end_to_end_on_a_real_openbao(tmp_path: Path) -> Non
         assert size["ratios"]["check_over_floor"] == pytest.approx(
             stages["check"]["median_s"] / stages["floor"]["median_s"]
         )
-        assert size["ratios"]["registration_over_floor"] == pytest.approx(
-            stages["registration"]["median_s"] / stages["floor"]["median_s"]
-        )
     [step] = results["growth"]
     assert (step["from"], step["to"], step["size_ratio"]) == (10, 20, 2.0)
     for name in STAGES:
         assert step["stages"][name] == pytest.approx(
             sizes[1]["stages"][name]["median_s"] / sizes[0]["stages"][name]["median_s"]
         )
-    assert {t["status"] for t in results["targets"]} == {"n/a"}, "targets are stated for 1000 processes"
-    assert len(results["targets"]) == 5 + len(STAGES)
+    assert step["stages"]["gc"] == pytest.approx(sizes[1]["memory"]["gc_s"] / sizes[0]["memory"]["gc_s"])
+    assert {t["status"] for t in results["targets"]} == {"n/a"}, "targets are stated for 1000-4000 processes"
+    assert len(results["targets"]) == 5 + 2 * (len(STAGES) + 1)
 
     table = done.stdout
     assert "keyfence check end to end" in table and "check / floor" in table and "targets" in table
     text = md.read_text()
-    assert text.count("| keyfence check end to end (s) |") == 1 and "Machine:" in text
+    assert text.count("| keyfence check end to end (whole process) (s) |") == 1 and "Machine:" in text
+    assert "(results:" not in text, "nothing but the tables goes into the markdown"

@@ -1,0 +1,190 @@
+"""The one place the pack reaches into ``pulumi_policy``'s internals: parse the stack once.
+
+``pulumi_policy``'s ``AnalyzeStack`` turns every resource of the request into a
+``PolicyResource`` (``MessageToDict``, ``deserialize_properties``, ``unknown_checking_proxy``)
+once per stack policy, and keyfence's six stack policies each then index the same stack:
+six parses and six indexes of thousands of resources. For the ``pulumi_policy`` versions
+listed in :data:`SUPPORTED_VERSIONS`, :func:`install` swaps in a servicer that parses the
+request once, hands every policy the same :class:`SharedResources` list, and lets them share
+what they derive from it (:func:`derived`). Its ``Analyze`` answers at once when the pack has
+no resource policy: the Pulumi CLI calls it for every resource all the same, so the call stays.
+
+On any other ``pulumi_policy`` version (or with ``KEYFENCE_POLICY_PUBLIC_PATH=1``) nothing is
+swapped and the SDK's public path runs unchanged; a test runs the real pack both ways and
+compares the verdicts. Policies must treat the shared resources and what they derive from
+them as read-only, as they already must treat ``args.resources``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Iterable
+from importlib import metadata
+from inspect import isawaitable
+from typing import Any, Final, TypeVar
+
+from pulumi_policy import policy as sdk
+
+T = TypeVar("T")
+_internal: Any = sdk
+"""``pulumi_policy.policy`` for the names it uses but does not export (read only behind the guard)."""
+
+SUPPORTED_VERSIONS: Final = frozenset({"1.21.0"})
+"""``pulumi_policy`` versions whose servicer internals this module was checked against."""
+PUBLIC_PATH_ENV: Final = "KEYFENCE_POLICY_PUBLIC_PATH"
+"""Set to ``1`` to keep the SDK's public path on a supported version too (tests compare both)."""
+
+
+class SharedResources(list[sdk.PolicyResource]):
+    """The stack's resources, parsed once for all stack policies, with what they derive from them."""
+
+    def __init__(self, items: Iterable[sdk.PolicyResource]) -> None:
+        super().__init__(items)
+        self._derived: list[tuple[object, object]] = []
+
+    def derive(self, key: object, build: Callable[[], T]) -> T:
+        """``build()`` once per equal ``key``; later policies get the same object back.
+
+        Keys are compared with ``==`` (configs need not be hashable); a failed build is not
+        kept, so every policy that asks sees the failure itself.
+        """
+        for known, value in self._derived:
+            if known == key:
+                return value  # type: ignore[return-value]
+        value = build()
+        self._derived.append((key, value))
+        return value
+
+
+def derived(resources: object, key: object, build: Callable[[], T]) -> T:
+    """What ``build`` derives from ``resources``: shared when they are :class:`SharedResources`."""
+    if isinstance(resources, SharedResources):
+        return resources.derive(key, build)
+    return build()
+
+
+def sdk_version() -> str | None:
+    """The installed ``pulumi_policy`` distribution's version."""
+    try:
+        return metadata.version("pulumi_policy")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def supported() -> bool:
+    """Whether the shared-parse servicer can be used with the installed ``pulumi_policy``."""
+    return (
+        sdk_version() in SUPPORTED_VERSIONS
+        and hasattr(sdk, "_PolicyAnalyzerServicer")
+        and os.environ.get(PUBLIC_PATH_ENV, "") != "1"
+    )
+
+
+def install() -> bool:
+    """Serve the pack with the shared-parse servicer when :func:`supported`; returns whether it did.
+
+    ``PolicyPack(...)`` looks the servicer class up in ``pulumi_policy.policy`` when it is
+    constructed, so this must run before it. Nothing internal is touched otherwise.
+    """
+    if not supported():
+        return False
+    _internal._PolicyAnalyzerServicer = _servicer_class(sdk._PolicyAnalyzerServicer)
+    return True
+
+
+def _servicer_class(base: Any) -> Any:
+    """The supported servicer, subclassed: built only once the version guard has passed.
+
+    Written against pulumi_policy 1.21's ``_PolicyAnalyzerServicer``, whose private attributes
+    are read under their mangled names (``_PolicyAnalyzerServicer__*``).
+    """
+
+    class SharedStackServicer(base):  # type: ignore[misc]
+        def _policies(self) -> list[sdk.Policy]:
+            return list(self._PolicyAnalyzerServicer__policies)
+
+        def Analyze(self, request: Any, context: Any) -> Any:
+            if not any(isinstance(p, sdk.ResourceValidationPolicy) for p in self._policies()):
+                return _internal.proto.AnalyzeResponse()
+            return super().Analyze(request, context)
+
+        def _stack_resources(self, request: Any) -> SharedResources:
+            """The request's resources as ``PolicyResource`` objects, linked as the SDK links them."""
+            resources: list[sdk.PolicyResource] = []
+            links: list[tuple[sdk.PolicyResource, str, list[str], dict[str, list[str]]]] = []
+            for r in request.resources:
+                plain = _internal.deserialize_properties(_internal.json_format.MessageToDict(r.properties))
+                resource = sdk.PolicyResource(
+                    r.type,
+                    _internal.unknown_checking_proxy(plain),
+                    r.urn,
+                    r.name,
+                    self._get_resource_options(r),
+                    self._get_provider_resource(r),
+                    None,
+                    [],
+                    {},
+                )
+                resources.append(resource)
+                property_dependencies = {k: list(v.urns) for k, v in r.propertyDependencies.items()}
+                links.append((resource, r.parent, list(r.dependencies), property_dependencies))
+            by_urn = {resource.urn: resource for resource in resources}
+            for resource, parent, dependencies, property_dependencies in links:
+                if parent in by_urn:
+                    resource.parent = by_urn[parent]
+                resource.dependencies.extend(by_urn[d] for d in dependencies if d in by_urn)
+                for key, urns in property_dependencies.items():
+                    resource.property_dependencies[key] = [by_urn[d] for d in urns if d in by_urn]
+            return SharedResources(resources)
+
+        def AnalyzeStack(self, request: Any, context: Any) -> Any:
+            self._configure_runtime_settings()
+            response = _internal.proto.AnalyzeResponse()
+            active = []
+            for policy in self._policies():
+                level = self._get_enforcement_level(policy)
+                if level != sdk.EnforcementLevel.DISABLED and isinstance(policy, sdk.StackValidationPolicy):
+                    active.append((policy, level))
+            if not active:
+                return response
+            resources = self._stack_resources(request)
+            for policy, level in active:
+                if level == sdk.EnforcementLevel.REMEDIATE:
+                    level = sdk.EnforcementLevel.MANDATORY
+                report = self._create_report_violation(
+                    response, policy.name, policy.description, level, policy.severity
+                )
+                config = self._get_policy_config(policy.name)
+                args = sdk.StackValidationArgs(resources, config, self._PolicyAnalyzerServicer__stack_tags)
+                try:
+                    result = policy.validate(args, report)
+                    if isawaitable(result):
+                        loop = asyncio.new_event_loop()
+                        loop.run_until_complete(asyncio.Task(result, loop=loop))  # type: ignore[arg-type]
+                        loop.close()
+                except _internal.UnknownValueError as e:
+                    response.diagnostics.append(self._unknown_diagnostic(policy, e.message))
+                except _internal._NotApplicableError as e:
+                    response.not_applicable.append(
+                        _internal.proto.PolicyNotApplicable(policy_name=policy.name, reason=e.reason or "")
+                    )
+            return response
+
+        def _unknown_diagnostic(self, policy: sdk.Policy, message: str) -> Any:
+            name = self._PolicyAnalyzerServicer__policy_pack_name
+            version = self._PolicyAnalyzerServicer__policy_pack_version
+            return _internal.proto.AnalyzeDiagnostic(
+                policyName=policy.name,
+                policyPackName=name,
+                policyPackVersion=version,
+                message=(
+                    f"can't run policy '{policy.name}' from policy pack "
+                    f"'{name}@v{version}' during preview: {message}"
+                ),
+                urn="",
+                description=policy.description,
+                enforcementLevel=self._map_enforcement_level(sdk.EnforcementLevel.ADVISORY),
+            )
+
+    return SharedStackServicer
