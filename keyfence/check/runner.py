@@ -189,7 +189,9 @@ def _program_entry(program: Path) -> Path:
         raise KeyfenceError(
             f"{program}: no Pulumi program here (expected a folder with __main__.py, or a .py file)"
         )
-    return entry
+    # Absolute, as the language host runs it: the SDK records each resource's source position
+    # only for frames whose file name is an absolute path.
+    return entry.resolve()
 
 
 def _run_path(entry: Path) -> None:
@@ -259,6 +261,23 @@ class CheckResult:
     @property
     def ok(self) -> bool:
         return not self.mandatory
+
+    def policies_at(self, level: Level) -> list[str]:
+        """Names of the policies that ran at ``level`` after config (sorted)."""
+        return sorted(p.name for p in self.policies if self.levels.get(p.name, p.level) == level)
+
+    @property
+    def weakened(self) -> list[PolicyMeta]:
+        """Policies the pack declares blocking (mandatory/remediate) that config made disabled or advisory."""
+        return sorted(
+            (
+                p
+                for p in self.policies
+                if p.level in ("mandatory", "remediate")
+                and self.levels.get(p.name, p.level) in ("disabled", "advisory")
+            ),
+            key=lambda p: p.name,
+        )
 
     @property
     def exit_code(self) -> int:
@@ -455,7 +474,21 @@ class _Locator:
             if resource.type == SUBACCOUNT_TYPE and resource.name in self._subaccounts:
                 return resource.name, self._subaccounts[resource.name]
             resource = self._by_urn.get(resource.parent)
-        return self._by_name(urn.rsplit("::", 1)[-1])
+        ref, location = self._by_name(urn.rsplit("::", 1)[-1])
+        if location is None:
+            location = self._declared_at(urn)
+        return ref, location
+
+    def _declared_at(self, urn: str) -> Location | None:
+        """A resource no spec entry declared: the program line that did (its own, else a parent's)."""
+        seen: set[str] = set()
+        resource = self._by_urn.get(urn)
+        while resource is not None and resource.urn not in seen:
+            seen.add(resource.urn)
+            if resource.site is not None:
+                return Location(_display_path(Path(resource.site.file)), resource.site.line, 1, "")
+            resource = self._by_urn.get(resource.parent)
+        return None
 
     def _by_name(self, name: str) -> tuple[str | None, Location | None]:
         """A URN the program never registered (a pack may build one): match ``<sub>/<proc>[/...]``."""

@@ -41,6 +41,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 80},
 )
 
 
@@ -62,19 +64,29 @@ SpecOption = Annotated[
     Path | None,
     typer.Option(
         "--spec",
+        metavar="FILE",
         help="Fleet spec: supplies mount, prefix, key path, venue and permissions, and checks them.",
         dir_okay=False,
     ),
 ]
 PathOption = Annotated[
     str | None,
-    typer.Option("--path", help="Key path inside the mount. Default: <prefix>/<subaccount>/<process>."),
+    typer.Option(
+        "--path",
+        metavar="PATH",
+        help="Key path inside the mount. Default: <prefix>/<subaccount>/<process>."),
 ]
 MountOption = Annotated[
-    str | None, typer.Option("--mount", help="KV version 2 mount (default: the spec's, else 'secret').")
+    str | None, typer.Option(
+        "--mount",
+        metavar="MOUNT",
+        help="KV version 2 mount (default: the spec's, else 'secret').")
 ]
 PrefixOption = Annotated[
-    str | None, typer.Option("--prefix", help="Key path prefix (default: the spec's, else 'kraken').")
+    str | None, typer.Option(
+        "--prefix",
+        metavar="PREFIX",
+        help="Key path prefix (default: the spec's, else 'kraken').")
 ]
 
 
@@ -152,7 +164,10 @@ def read_material(stream: TextIO) -> tuple[str, str]:
     from ..keystore import KeyInputError
 
     if stream.isatty():
-        return getpass.getpass("API key: "), getpass.getpass("API secret: ")
+        try:
+            return getpass.getpass("API key: "), getpass.getpass("API secret: ")
+        except EOFError:
+            raise KeyInputError("no key entered (end of input at the prompt); nothing was written") from None
     data = stream.read(MAX_STDIN_BYTES + 1)
     if len(data) > MAX_STDIN_BYTES:
         raise KeyInputError(
@@ -180,6 +195,7 @@ def register(
         Venue | None,
         typer.Option(
             "--venue",
+            metavar="VENUE",
             help="spot or futures. Default: the venue of the subaccount in --spec.",
             case_sensitive=False,
         ),
@@ -204,7 +220,7 @@ def register(
 
     Refused (exit 1): the key is registered elsewhere, the path is taken, a race was lost.
     """
-    from ..keystore import SHORT_FINGERPRINT, plan_registration, register_key, validate_material
+    from ..keystore import SHORT_FINGERPRINT, plan_registration, preflight, register_key, validate_material
 
     fleet = _load(spec)
     registration = plan_registration(
@@ -217,8 +233,10 @@ def register(
         rotate=rotate,
         spec=fleet,
     )
-    material = validate_material(*read_material(sys.stdin))
+    # Vault settings, login and the target are checked before any secret is asked for.
     with _client() as client:
+        preflight(client, registration)
+        material = validate_material(*read_material(sys.stdin))
         done = register_key(client, registration, material, progress=_progress())
     for warning in done.warnings:
         typer.echo(f"warning: {warning}", err=True)
@@ -272,6 +290,16 @@ def _rows(result: Inventory) -> list[list[str]]:
         ]
         for key in result.keys
     ]
+
+
+def _empty_note(result: Inventory, origin: str) -> str | None:
+    """Nothing found: say where keyfence looked and why there, so an empty list is never a puzzle."""
+    if result.keys:
+        return None
+    return (
+        f"no keys found under {result.mount}/{result.prefix}/ ({origin}); "
+        "pass --spec FILE, or --mount/--prefix, to list where your keys are"
+    )
 
 
 def _verdict(result: Inventory) -> str:
@@ -334,11 +362,21 @@ def _print_rich(result: Inventory) -> None:
 
 @app.command("list")
 def list_keys(
-    spec: SpecOption = None,
+    spec: Annotated[
+        Path | None,
+        typer.Option(
+            "--spec",
+            metavar="FILE",
+            help="Fleet spec: supplies mount and prefix, and reports keys no process uses, "
+            "processes without a key and keys stored twice.",
+            dir_okay=False,
+        ),
+    ] = None,
     mount: MountOption = None,
     prefix: PrefixOption = None,
     fmt: Annotated[
-        ListFormat, typer.Option("--format", "-f", help="Output format.", case_sensitive=False)
+        ListFormat,
+        typer.Option("--format", "-f", metavar="FORMAT", help="text or json.", case_sensitive=False),
     ] = ListFormat.text,
 ) -> None:
     """Show every key under the prefix (metadata only); with --spec, cross-check it.
@@ -351,6 +389,15 @@ def list_keys(
     placement = resolve_placement(fleet, mount, prefix)
     with _client() as client:
         result = inventory(client, placement, spec=fleet, progress=_progress())
+    if fleet is not None:
+        origin = f"the vault section of {spec}"
+    elif mount is None and prefix is None:
+        origin = "the default mount and prefix: no --spec, --mount or --prefix given"
+    else:
+        origin = "from --mount/--prefix" + ("" if mount and prefix else ", defaults for the rest")
+    note = _empty_note(result, origin)
+    if note is not None:
+        typer.echo(f"note: {note}", err=True)
     if fmt is ListFormat.json:
         typer.echo(json.dumps(result.to_json(), indent=2))
     elif sys.stdout.isatty():
@@ -368,7 +415,16 @@ def revoke(
     name: ProcessArgument,
     path: PathOption = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
-    spec: SpecOption = None,
+    spec: Annotated[
+        Path | None,
+        typer.Option(
+            "--spec",
+            metavar="FILE",
+            help="Fleet spec: finds the process's key path (its key: field, else the spec's mount "
+            "and prefix); nothing else in it is checked.",
+            dir_okay=False,
+        ),
+    ] = None,
     mount: MountOption = None,
     prefix: PrefixOption = None,
 ) -> None:
