@@ -139,8 +139,7 @@ def _metadata_facts(custom: Mapping[str, str], spec_venue: str) -> tuple[_Metada
             shown = ", ".join(_show(u) for u in unknown)
             problems.append(
                 f"custom metadata '{METADATA_PERMISSIONS}' lists {shown}, not {key_venue} permission ids; "
-                f"{key_venue} permissions are {', '.join(sorted(perms.PERMISSION_IDS[key_venue]))}: "
-                "correct it, or re-register the key with 'keyfence keys register'"
+                f"{perms.unknown_advice(key_venue, unknown)}"
             )
         else:
             permissions = tuple(sorted(set(ids)))

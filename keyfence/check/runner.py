@@ -402,8 +402,25 @@ def run_plan(
         program=program,
         config=config,
     )
-    resources = [PlannedResource(r.type, r.name, r.urn, r.parent, r.inputs()) for r in collected.resources]
+    # By URN: registrations arrive in whatever order the SDK's tasks finish, and two runs of
+    # the same spec must diff clean.
+    resources = [
+        PlannedResource(r.type, r.name, r.urn, r.parent, whole_numbers(r.inputs()))
+        for r in sorted(collected.resources, key=lambda r: r.urn)
+    ]
     return PlanResult(spec_file, stack, offline, resources)
+
+
+def whole_numbers(value: Any) -> Any:
+    """Numbers as written: the wire format (protobuf Struct) turns every number into a float,
+    so ``replicas: 1`` would read back as ``1.0``."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: whole_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [whole_numbers(v) for v in value]
+    return value
 
 
 # --------------------------------------------------------------------------- reading the declarations

@@ -211,8 +211,7 @@ def _permissions_fit_role(loc: tuple[Any, ...], sub: dict[str, Any], proc: dict[
         problems.append(
             (
                 (*loc, "permissions"),
-                f"not {venue} permission ids: {brief_list(unknown)}; {venue} permissions are "
-                f"{', '.join(sorted(perms.PERMISSION_IDS[venue]))}",
+                f"not {venue} permission ids: {brief_list(unknown)}; {perms.unknown_advice(venue, unknown)}",
             )
         )
     unknown_set = set(unknown)  # a list here would make long permission lists quadratic
