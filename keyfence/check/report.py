@@ -80,7 +80,10 @@ def policy_lines(result: CheckResult) -> list[str]:
         if result.policies_at(level)
     )
     lines = [f"policies: {counts or 'none'}"]
-    wording = (("disabled", "disabled (not evaluated)"), ("advisory", "advisory only (never block)"))
+    wording: tuple[tuple[Level, str], ...] = (
+        ("disabled", "disabled (not evaluated)"),
+        ("advisory", "advisory only (never block)"),
+    )
     for level, label in wording:
         names = result.policies_at(level)
         if names:
@@ -177,18 +180,45 @@ def check_text(result: CheckResult) -> str:
     return "\n".join(lines) + "\n"
 
 
-def check_rich(result: CheckResult) -> RenderableType:
-    """The same report for a terminal, as rich tables."""
+NARROW: Final = 120
+"""Below this terminal width the process tables drop the columns derivable from the others."""
+_NARROW_HEADERS: Final = ("process", "key", "fingerprint", "version", "permissions")
+
+
+def _folded(headers: Sequence[str], row: Sequence[str]) -> list[Text]:
+    """Cells for a narrow table: permission lists break after commas, never inside a word."""
+    return [
+        Text(cell.replace(",", ", ") if h == "permissions" else cell)
+        for h, cell in zip(headers, row, strict=True)
+    ]
+
+
+def check_rich(result: CheckResult, width: int | None = None) -> RenderableType:
+    """The same report for a terminal, as rich tables chosen to fit ``width`` columns."""
+    narrow = width is not None and width < NARROW
+    headers = _NARROW_HEADERS if narrow else _TABLE_HEADERS
     parts: list[RenderableType] = [Text(_header(result), style="bold")]
     parts += [Text(line, style="yellow" if line.startswith("  ") else "") for line in policy_lines(result)]
     for subaccount, rows in _by_subaccount(result.processes).items():
-        table = Table(title=Text(f"subaccount {subaccount}"), title_justify="left", expand=False)
-        for header in _TABLE_HEADERS:
-            table.add_column(header, overflow="fold")
+        mounts = {r.key.split("/", 1)[0] for r in rows if "/" in r.key}
+        title = f"subaccount {subaccount}"
+        if narrow and len(mounts) == 1:
+            title += f" (keys in mount {next(iter(mounts))})"
+        table = Table(title=Text(title), title_justify="left", expand=False)
+        for header in headers:
+            # A header is never split mid-word: it sets the column's minimum width.
+            table.add_column(header, overflow="fold", min_width=len(header))
         for r in rows:
+            full = dict(zip(_TABLE_HEADERS, _row(r), strict=True))
+            if narrow and len(mounts) == 1 and "/" in r.key:
+                full["key"] = r.key.split("/", 1)[1]
             # Cells as Text, never markup: a value like "[x]" must print as itself.
-            table.add_row(*(Text(cell) for cell in _row(r)))
+            table.add_row(*_folded(headers, [full[h] for h in headers]))
         parts.append(table)
+    if narrow and result.processes:
+        parts.append(
+            Text("namespace and deployment columns left out at this width; --format text shows them", "dim")
+        )
     for policy, findings in _by_policy(result.findings).items():
         level = findings[0].violation.level
         style = "bold red" if level == "mandatory" else "bold yellow"

@@ -336,7 +336,8 @@ def check(
         for line in result.pack_logs:
             typer.echo(f"policy pack: {line}", err=True)
     if fmt is CheckFormatOption.text and output is None and _stdout_is_terminal():
-        Console().print(check_rich(result))
+        console = Console()
+        console.print(check_rich(result, console.width))
     else:
         _emit(render_check(result, fmt.value), output, verdict(result))
     raise typer.Exit(result.exit_code)

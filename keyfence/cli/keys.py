@@ -274,6 +274,11 @@ _HEADERS: Final = [
 ]
 
 
+NARROW: Final = 140
+"""Below this terminal width the key table drops the columns the path already tells."""
+_NARROW_HEADERS: Final = ["PATH", "FINGERPRINT", "VERSION", "PERMISSIONS", "STATUS"]
+
+
 def _rows(result: Inventory) -> list[list[str]]:
     from ..keystore import SHORT_FINGERPRINT, iso_utc
 
@@ -348,13 +353,24 @@ def _print_rich(result: Inventory) -> None:
     from rich.text import Text
 
     console = Console()
+    narrow = console.width < NARROW
+    headers = _NARROW_HEADERS if narrow else _HEADERS
     table = Table(title=f"keys under {result.mount}/{result.prefix}", title_justify="left")
-    for header in _HEADERS:
-        table.add_column(header.lower(), overflow="fold")
+    for header in headers:
+        # min_width: a header is never split mid-word.
+        table.add_column(header.lower(), overflow="fold", min_width=len(header))
     for row in _rows(result):
+        cells = dict(zip(_HEADERS, row, strict=True))
+        shown = [cells[h].replace(",", ", ") if h == "PERMISSIONS" else cells[h] for h in headers]
         # Cells as Text, never markup: whatever Vault holds prints as itself.
-        table.add_row(*(Text(cell) for cell in row), style=None if row[-1] == "ok" else "yellow")
+        table.add_row(*(Text(cell) for cell in shown), style=None if row[-1] == "ok" else "yellow")
     console.print(table)
+    if narrow and result.keys:
+        console.print(
+            "subaccount, process and updated columns left out at this width; --format json shows them",
+            style="dim",
+            highlight=False,
+        )
     for line in _findings(result):
         console.print(line, highlight=False, markup=False)
     console.print(_verdict(result), style="bold green" if result.clean else "bold red", highlight=False)

@@ -449,7 +449,8 @@ class Transport:
                     # A live token without the 'default' policy may not look itself up either; only
                     # an unwrapped denial, or one naming the token, means the token itself is dead.
                     said = errors_text(exc)
-                    self._token_rejected = bool(_INVALID_TOKEN.search(said)) or not _POLICY_DENIAL.search(said)
+                    dead = bool(_INVALID_TOKEN.search(said)) or not _POLICY_DENIAL.search(said)
+                    self._token_rejected = dead
                 except (hvac.exceptions.VaultError, requests.RequestException):
                     return False
             return self._token_rejected
