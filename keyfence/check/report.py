@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .runner import CheckResult, Finding, PlanResult, ProcessRow
+from .verdict import Level
 
 CheckFormat = Literal["text", "json", "markdown", "sarif"]
 PlanFormat = Literal["text", "json"]
