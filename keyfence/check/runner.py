@@ -25,7 +25,7 @@ from ..keys import Mode
 from ..program import CONFIG_NAMESPACE, SPEC_KEY, ProgramOptions, harness_options, run
 from ..spec import FleetSpec, Location, load_spec, locate, parse_yaml
 from ..vault import VaultSettings
-from .analyzer import run_policy_pack as _run_pack
+from .analyzer import PolicyPackSession, analyze_in
 from .harness import Collected, RegisteredResource, collect
 from .packconfig import ConfigEntry, ConfigLayer, load_policy_config
 from .verdict import Analysis, Level, PolicyMeta, Violation
@@ -328,21 +328,26 @@ def run_check(
     mode: Mode = "offline" if offline else "check"
     # Loaded once, for the program and the report: the same SpecError the program would raise.
     spec = load_spec(spec_file)
-    collected = collect_program(
-        spec_file,
-        mode=mode,
-        stack=stack,
-        project=project,
-        vault_settings=vault_settings,
-        program=program,
-        config=config,
-        spec=spec,
-    )
-    analysis = _run_pack(
-        pack_dir,
+    # The pack's interpreter boots (most of a second) while the program runs here.
+    session = PolicyPackSession(pack_dir, project=project, stack=stack)
+    session.spawn_and_close_on_error()
+    try:
+        collected = collect_program(
+            spec_file,
+            mode=mode,
+            stack=stack,
+            project=project,
+            vault_settings=vault_settings,
+            program=program,
+            config=config,
+            spec=spec,
+        )
+    except BaseException:
+        session.close()
+        raise
+    analysis = analyze_in(
+        session,
         collected.resources,
-        project=project,
-        stack=stack,
         config=user_config,
         base_config=dict(OFFLINE_CONFIG) if offline else {},
         config_source=str(policy_pack_config) if policy_pack_config is not None else "policy pack config",

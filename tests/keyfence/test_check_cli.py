@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 
 from keyfence import check as check_module
 from keyfence.check.harness import collect
-from keyfence.check.report import CHECK_FORMATS, check_rich, plan_json, render_check
+from keyfence.check.output import render_check
+from keyfence.check.report import CHECK_FORMATS, check_rich, plan_json
 from keyfence.check.runner import _result, process_rows
 from keyfence.check.verdict import Analysis, PolicyMeta, Violation
 from keyfence.cli.app import app
