@@ -18,9 +18,10 @@ import json
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Final, TextIO
+from typing import TYPE_CHECKING, Annotated, Any, Final, TextIO
 
 import typer
+from typer.core import TyperArgument, TyperCommand
 
 from ..errors import EXIT_OK, EXIT_VIOLATION
 
@@ -44,6 +45,20 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 80},
 )
+
+
+class WordsCommand(TyperCommand):
+    """Help shows an argument by its metavar only (``SUBACCOUNT/PROCESS``), never ``<str>`` after it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, TyperArgument) and param.metavar:
+                param.display_type_rich = _no_type  # type: ignore[method-assign]
+
+
+def _no_type(ctx: Any) -> None:
+    return None
 
 
 class Venue(str, Enum):
@@ -188,7 +203,7 @@ def read_material(stream: TextIO) -> tuple[str, str]:
 # --------------------------------------------------------------------------- register
 
 
-@app.command()
+@app.command(cls=WordsCommand)
 def register(
     name: ProcessArgument,
     venue: Annotated[
@@ -426,7 +441,7 @@ def list_keys(
 # --------------------------------------------------------------------------- revoke
 
 
-@app.command()
+@app.command(cls=WordsCommand)
 def revoke(
     name: ProcessArgument,
     path: PathOption = None,
