@@ -16,14 +16,17 @@ import re
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from keyfence_policies import permissions as perms
 
 from .errors import KeyfenceError, KeyVerificationError
 from .material import KeyMaterial
 from .spec import FleetSpec, ProcessEntry
-from .vault import KeyAccessDeniedError, KeyMetadata, KV2Client, VaultRequestError
+from .vault import KeyAccessDeniedError, KeyMetadata, VaultRequestError
+
+if TYPE_CHECKING:
+    from .vault import KV2Client
 
 Mode = Literal["deploy", "check", "offline"]
 IdentitySource = Literal["material", "metadata", "offline", "unverifiable"]

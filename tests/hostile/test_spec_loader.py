@@ -18,9 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keyfence.spec import source as spec_module
 from keyfence.errors import SpecError
 from keyfence.spec import MAX_SPEC_BYTES, MAX_YAML_NODES, FleetSpec, load_spec, load_spec_text
+from keyfence.spec import source as spec_module
 from tests.hostile import yamlgen as g
 from tests.hostile.oracle import (
     SOURCE,
