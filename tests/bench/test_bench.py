@@ -9,6 +9,7 @@ and targets computed from the figures shown.
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -202,3 +203,8 @@ def test_python_m_bench_runs_end_to_end_on_a_real_openbao(tmp_path: Path) -> Non
     assert "keyfence check end to end" in table and "check / floor" in table and "targets" in table
     text = md.read_text()
     assert text.count("| keyfence check end to end (s) |") == 1 and "Machine:" in text
+    # The table is what README.md and bench/RESULTS.md paste: it opens with its sentence, and no
+    # stray repr (such as a function's signature) is ever printed or written before it.
+    assert text.startswith("Fleets across ")
+    for output in (text, table):
+        assert not re.search(r"^\(.*\) -> ", output, re.M)
