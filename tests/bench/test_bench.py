@@ -9,8 +9,8 @@ and targets computed from the figures shown.
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
