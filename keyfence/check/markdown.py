@@ -71,13 +71,15 @@ class _Budget:
 
 def check_markdown(result: CheckResult, *, details: str | None = None, budget: int = MARKDOWN_BUDGET) -> str:
     """Verdict heading, weakened policies, violations first, then the fleet (summarised when large)."""
-    if result.ok:
+    if result.ok and result.weakened:
+        heading = "## ⚠️ keyfence check passed only because mandatory policies were switched off"
+    elif result.ok:
         heading = "## ✅ keyfence check passed"
     else:
         count = len(result.mandatory)
         heading = f"## ❌ keyfence check failed: {count} mandatory violation{_s(count)}"
-    if result.weakened:
-        heading += " — ⚠️ mandatory policies switched off"
+    if result.weakened and not result.ok:
+        heading += " — ⚠️ and mandatory policies were switched off"
     head = [
         heading,
         "",

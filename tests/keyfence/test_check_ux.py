@@ -253,3 +253,15 @@ def test_too_many_violations_are_counted_and_the_full_report_named() -> None:
 def test_a_huge_single_message_is_clipped_not_the_report() -> None:
     body = check_markdown(big_result(3, 1, message_chars=200_000))
     assert len(body.encode()) <= MARKDOWN_BUDGET and "### Fleet" in body
+
+
+def test_plan_is_stable_and_shows_whole_numbers_as_integers() -> None:
+    args = ("plan", "--offline", "--spec", EXAMPLE_SPEC, "--format", "json")
+    first, second = invoke(*args), invoke(*args)
+    assert first.exit_code == 0 and first.stdout == second.stdout
+    resources = json.loads(first.stdout)["resources"]
+    assert [r["urn"] for r in resources] == sorted(r["urn"] for r in resources)
+    deployments = [r for r in resources if r["type"] == "kubernetes:apps/v1:Deployment"]
+    assert deployments and all(type(d["inputs"]["spec"]["replicas"]) is int for d in deployments)
+    assert '"replicas": 1,' in first.stdout
+    assert not re.search(r":\s-?\d+\.0\s*[,\n]", first.stdout), "a whole number shown as a float"
