@@ -230,7 +230,7 @@ def test_require_permissions_false_skips_only_keys_that_declare_none() -> None:
 
 
 def test_a_key_of_the_other_venue_is_named_as_such_not_as_a_typo() -> None:
-    p = Proc("momentum", "executor", permissions=["query-funds", "modify-orders"])  # spot ids, futures process
+    p = Proc("momentum", "executor", permissions=["query-funds", "modify-orders"])  # spot ids, futures
     violations = run(POLICY, clean_stack([p]))
     messages = " ".join(v.message for v in violations)
     assert "spot permissions: this is a spot key on a futures process" in messages
