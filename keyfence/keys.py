@@ -142,7 +142,8 @@ def _metadata_facts(custom: Mapping[str, str], spec_venue: str) -> tuple[_Metada
             shown = ", ".join(_show(u) for u in unknown)
             problems.append(
                 f"custom metadata '{METADATA_PERMISSIONS}' lists {shown}, not {key_venue} permission ids; "
-                f"{perms.unknown_advice(key_venue, unknown)}"
+                f"{perms.unknown_advice(key_venue, unknown)}; then fix the metadata, or re-register the key "
+                "with 'keyfence keys register --rotate'"
             )
         else:
             permissions = tuple(sorted(set(ids)))

@@ -429,7 +429,7 @@ class Transport:
         )
         return VaultUnavailableError(
             f"Vault at {self.addr} rejected the token while trying to {op.action} {op.ref}: "
-            f"Vault does not know it (expired, revoked, or never issued by this server); {how}"
+            f"it is expired, revoked or unknown to this server; {how}"
         )
 
     def _token_is_rejected(self) -> bool:
