@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pty
+import select
 import shutil
 import subprocess
 import sys
@@ -44,28 +46,53 @@ def vault_env(openbao: OpenBao, token: str | None = None) -> dict[str, str]:
     return {"VAULT_ADDR": openbao.addr, "VAULT_TOKEN": token or openbao.root_token}
 
 
-@needs_pty
-def test_ctrl_d_at_the_prompt_ends_cleanly(openbao: OpenBao, vault_prefix: str) -> None:
-    done = on_terminal(
-        [
-            "keys",
-            "register",
-            "momentum/executor",
-            "--venue",
-            "futures",
-            "--permissions",
-            "general-full",
-            "--prefix",
-            vault_prefix,
-        ],
-        vault_env(openbao),
-        b"\x04",
+def answer_prompt(args: list[str], env: dict[str, str], prompt: bytes, keystrokes: bytes) -> tuple[int, str]:
+    """``keyfence ARGS`` on a real pty; ``keystrokes`` are typed once ``prompt`` is on screen.
+
+    Typing earlier would race: getpass flushes pending input when it turns echo off.
+    """
+    primary, secondary = pty.openpty()
+    process = subprocess.Popen(
+        [KEYFENCE, *args],
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        start_new_session=True,
     )
-    out = done.stdout.decode(errors="replace")
+    os.close(secondary)
+    screen = b""
+    typed = False
+    try:
+        while True:
+            ready, _, _ = select.select([primary], [], [], 120)
+            if not ready:
+                raise AssertionError(f"no progress on the terminal; screen so far: {screen!r}")
+            try:
+                chunk = os.read(primary, 4096)
+            except OSError:  # EIO: the process closed the terminal
+                break
+            if not chunk:
+                break
+            screen += chunk
+            if not typed and prompt in screen:
+                os.write(primary, keystrokes)
+                typed = True
+        return process.wait(timeout=120), screen.decode(errors="replace")
+    finally:
+        os.close(primary)
+        if process.poll() is None:
+            process.kill()
+
+
+def test_ctrl_d_at_the_prompt_ends_cleanly(openbao: OpenBao, vault_prefix: str) -> None:
+    args = ["keys", "register", "momentum/executor", "--venue", "futures", "--permissions", "general-full"]
+    code, out = answer_prompt([*args, "--prefix", vault_prefix], vault_env(openbao), b"API key:", b"\x04")
     assert "API key:" in out
     assert "no key entered" in out and "nothing was written" in out
     assert "internal error" not in out and "EOFError" not in out and "Traceback" not in out
-    assert done.returncode == EXIT_INVALID
+    assert code == EXIT_INVALID
 
 
 @needs_pty

@@ -16,7 +16,6 @@ import hvac
 import pytest
 import requests
 
-import keyfence.vault as vault
 from keyfence.errors import EXIT_VIOLATION, KeyfenceError, RefusedError, VaultError
 from keyfence.material import KeyMaterial, fingerprint_of
 from keyfence.vault import (
@@ -32,6 +31,8 @@ from keyfence.vault import (
     connect,
     read_many,
 )
+from keyfence.vault import metadata as vault_metadata
+from keyfence.vault import settings as vault_settings
 from tests.openbao import Fault, FlakyProxy, OpenBao, free_port, wait_for_kv2
 
 BASE_ENV = {"VAULT_ADDR": "https://vault.example.com:8200", "VAULT_TOKEN": "s.supersecrettoken"}
@@ -159,7 +160,7 @@ class TestSettingsFromEnv:
     def test_kubernetes_default_token_file_missing(
         self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     ) -> None:
-        monkeypatch.setattr(vault, "KUBERNETES_TOKEN_FILE", str(tmp_path / "absent"))
+        monkeypatch.setattr(vault_settings, "KUBERNETES_TOKEN_FILE", str(tmp_path / "absent"))
         env = {
             "VAULT_ADDR": BASE_ENV["VAULT_ADDR"],
             "KEYFENCE_VAULT_AUTH": "kubernetes",
@@ -175,7 +176,7 @@ class TestSettingsFromEnv:
     ) -> None:
         token = tmp_path / "token"
         token.write_text("eyJhbGciOi.service-account.jwt\n")
-        monkeypatch.setattr(vault, "KUBERNETES_TOKEN_FILE", str(token))
+        monkeypatch.setattr(vault_settings, "KUBERNETES_TOKEN_FILE", str(token))
         env = {
             "VAULT_ADDR": BASE_ENV["VAULT_ADDR"],
             "KEYFENCE_VAULT_AUTH": "kubernetes",
@@ -252,9 +253,9 @@ class TestSettingsFromEnv:
     ],
 )
 def test_vault_times_parse(text: str, micro: int) -> None:
-    parsed = vault._parse_time(text)
+    parsed = vault_metadata._parse_time(text)
     assert parsed is not None and parsed.microsecond == micro and parsed.utcoffset() is not None
-    assert vault._parse_time("") is None and vault._parse_time("yesterday") is None
+    assert vault_metadata._parse_time("") is None and vault_metadata._parse_time("yesterday") is None
 
 
 class TestLoginCallPath:
@@ -304,7 +305,7 @@ class TestBackoff:
     """KEYFENCE_VAULT_BACKOFF caps every wait between attempts (values, not clocks, are checked)."""
 
     def test_default_and_from_env(self) -> None:
-        assert VaultSettings.from_env(BASE_ENV).backoff == vault.BACKOFF_MAX
+        assert VaultSettings.from_env(BASE_ENV).backoff == vault_settings.BACKOFF_MAX
         assert VaultSettings.from_env({**BASE_ENV, "KEYFENCE_VAULT_BACKOFF": "0.25"}).backoff == 0.25
         assert VaultSettings.from_env({**BASE_ENV, "KEYFENCE_VAULT_BACKOFF": "0"}).backoff == 0
 
