@@ -16,14 +16,17 @@ import re
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from keyfence_policies import permissions as perms
 
 from .errors import KeyfenceError, KeyVerificationError
 from .material import KeyMaterial
 from .spec import FleetSpec, ProcessEntry
-from .vault import KeyAccessDeniedError, KeyMetadata, KV2Client, VaultRequestError
+from .vault import KeyAccessDeniedError, KeyMetadata, VaultRequestError
+
+if TYPE_CHECKING:
+    from .vault import KV2Client
 
 Mode = Literal["deploy", "check", "offline"]
 IdentitySource = Literal["material", "metadata", "offline", "unverifiable"]
@@ -139,8 +142,8 @@ def _metadata_facts(custom: Mapping[str, str], spec_venue: str) -> tuple[_Metada
             shown = ", ".join(_show(u) for u in unknown)
             problems.append(
                 f"custom metadata '{METADATA_PERMISSIONS}' lists {shown}, not {key_venue} permission ids; "
-                f"{key_venue} permissions are {', '.join(sorted(perms.PERMISSION_IDS[key_venue]))}: "
-                "correct it, or re-register the key with 'keyfence keys register'"
+                f"{perms.unknown_advice(key_venue, unknown)}; then fix the metadata, or re-register the key "
+                "with 'keyfence keys register --rotate'"
             )
         else:
             permissions = tuple(sorted(set(ids)))

@@ -17,7 +17,7 @@ import pulumi
 from .fleet import declare_fleet
 from .keys import Mode, ResolvedKey, resolve_keys
 from .spec import FleetSpec, load_spec
-from .vault import VaultSettings, connect
+from .vault import VaultSettings
 
 CONFIG_NAMESPACE = "keyfence"
 SPEC_KEY = "spec"
@@ -67,6 +67,8 @@ def prepare(options: ProgramOptions) -> tuple[FleetSpec, list[ResolvedKey]]:
     if options.mode == "offline":
         return spec, resolve_keys(spec, None, "offline")
     settings = options.vault or VaultSettings.from_env()
+    from .vault import connect  # hvac is loaded only when Vault is read
+
     with connect(settings) as client:
         return spec, resolve_keys(spec, client, options.mode)
 

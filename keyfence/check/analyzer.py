@@ -171,7 +171,25 @@ class PolicyPackSession:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def spawn_and_close_on_error(self) -> None:
+        """``spawn``, stopping whatever started if it fails."""
+        try:
+            self.spawn()
+        except BaseException:
+            self.close()
+            raise
+
     def _start(self) -> None:
+        self.spawn()
+        self.connect()
+
+    def spawn(self) -> None:
+        """Start the engine service and the pack process; return without waiting for the pack.
+
+        The pack's interpreter start and imports take most of a second: a caller that has other
+        work (running the program) does it between ``spawn`` and ``connect``. Call ``close``
+        whatever happens.
+        """
         self._executor = futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="keyfence-engine")
         server = grpc.server(self._executor, options=GRPC_OPTIONS)
         engine_pb2_grpc.add_EngineServicer_to_server(self._engine, server)
@@ -199,6 +217,8 @@ class PolicyPackSession:
         self._stderr = _Output(self.process.stderr, keep=STDERR_TAIL_LINES)
         self._stdout = _Output(self.process.stdout, keep=None, lines=self._stdout_lines)
 
+    def connect(self) -> None:
+        """Wait for the spawned pack to print its port, and connect to it."""
         port = self._read_port()
         self._channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=GRPC_OPTIONS)
         try:
@@ -483,9 +503,26 @@ def run_policy_pack(
     ``base_config`` sits under it and quietly skips policies this pack does not have, so
     keyfence's own settings (e.g. offline mode) work with any pack.
     """
-    with PolicyPackSession(
+    session = PolicyPackSession(
         pack_dir, project=project, stack=stack, startup_timeout=startup_timeout, call_timeout=call_timeout
-    ) as session:
+    )
+    session.spawn_and_close_on_error()
+    return analyze_in(
+        session, resources, config=config, base_config=base_config, config_source=config_source
+    )
+
+
+def analyze_in(
+    session: PolicyPackSession,
+    resources: Sequence[RegisteredResource],
+    *,
+    config: ConfigLayer | None = None,
+    base_config: ConfigLayer | None = None,
+    config_source: str = "policy pack config",
+) -> Analysis:
+    """Connect to a spawned pack, configure it, analyze ``resources``; the session is closed after."""
+    try:
+        session.connect()
         info, policies, initial = session.get_info()
         effective = reconcile_config(
             policies, initial, [(base_config or {}, False), (config or {}, True)], source=config_source
@@ -494,5 +531,7 @@ def run_policy_pack(
         pack_name = info.name or session.name
         violations = session.analyze(resources, pack_name)
         version = session.project_file.version or info.version
+    finally:
+        session.close()
     # Read after the session closed: by then every line the pack wrote has been collected.
     return Analysis(pack_name, version, policies, effective, violations, session.logs)

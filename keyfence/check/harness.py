@@ -26,6 +26,8 @@ from pulumi.runtime.mocks import MockMonitor, MockResourceArgs, Mocks, MockSetti
 from pulumi.runtime.stack import run_in_stack
 from pulumi.runtime.sync_await import _sync_await
 
+from .callsite import CallSite, call_site
+
 SECRET_PLACEHOLDER = "[secret]"
 STACK_TYPE = "pulumi:pulumi:Stack"
 RUN_GC_THRESHOLD: Final = 500_000
@@ -44,6 +46,8 @@ class RegisteredResource:
     properties: struct_pb2.Struct = field(repr=False)
     dependencies: tuple[str, ...] = ()
     property_dependencies: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    site: CallSite | None = None
+    """Where the program's code declared it, as the SDK reported it."""
 
     def inputs(self) -> dict[str, Any]:
         """Plain inputs with every secret value replaced by ``"[secret]"``: safe to print."""
@@ -110,6 +114,7 @@ class _RecordingMonitor(MockMonitor):
             properties=request.object,
             dependencies=tuple(request.dependencies),
             property_dependencies={k: tuple(v.urns) for k, v in request.propertyDependencies.items()},
+            site=call_site(request),
         )
         with self._lock:
             if request.type == STACK_TYPE:

@@ -16,7 +16,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from .runner import OFFLINE_NOTE, CheckResult, Finding, PlanResult, ProcessRow
+from .runner import CheckResult, Finding, PlanResult, ProcessRow
+from .verdict import Level
 
 CheckFormat = Literal["text", "json", "markdown", "sarif"]
 PlanFormat = Literal["text", "json"]
@@ -34,17 +35,61 @@ _TABLE_HEADERS: Final = ("process", "namespace", "deployment", "key", "fingerpri
 
 
 def verdict(result: CheckResult) -> str:
-    """The one-line outcome every format ends with (and ``--output`` prints)."""
+    """The one-line outcome every format ends with (and ``--output`` prints).
+
+    A check in which config disabled a blocking policy must say so first: a PASSED that
+    hides it would tell the person their stack was checked when it was not.
+    """
     advisory = len(result.advisory)
     tail = f"{result.resource_count} resources, {len(result.policies)} policies"
     if result.offline:
         tail += ", offline"
+    weakened = weakened_note(result)
+    warning = f"; WARNING: {weakened}" if weakened else ""
     if result.ok:
         extra = f" ({advisory} advisory)" if advisory else ""
-        return f"PASSED: no mandatory policy violations{extra} [{tail}]"
+        return f"PASSED: no mandatory policy violations{extra}{warning} [{tail}]"
     mandatory = len(result.mandatory)
     extra = f", {advisory} advisory" if advisory else ""
-    return f"FAILED: {mandatory} mandatory policy violation{_s(mandatory)}{extra} [{tail}]"
+    return f"FAILED: {mandatory} mandatory policy violation{_s(mandatory)}{extra}{warning} [{tail}]"
+
+
+def weakened_note(result: CheckResult) -> str:
+    """'' or what config switched off: blocking policies made disabled or advisory-only."""
+    parts = []
+    wording = (("disabled", "DISABLED (not evaluated)"), ("advisory", "made advisory (cannot block)"))
+    for level, what in wording:
+        names = [p.name for p in result.weakened if result.levels.get(p.name) == level]
+        if names:
+            parts.append(
+                f"{len(names)} mandatory polic{'y' if len(names) == 1 else 'ies'} {what} by config: "
+                f"{_names(names)}"
+            )
+    return "; ".join(parts)
+
+
+def _names(names: Sequence[str], shown: int = 4) -> str:
+    head = ", ".join(names[:shown])
+    return head + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def policy_lines(result: CheckResult) -> list[str]:
+    """Which policies ran at which level: disabled and advisory-only ones are always named."""
+    counts = ", ".join(
+        f"{len(result.policies_at(level))} {level}"
+        for level in ("mandatory", "remediate", "advisory", "disabled")
+        if result.policies_at(level)
+    )
+    lines = [f"policies: {counts or 'none'}"]
+    wording: tuple[tuple[Level, str], ...] = (
+        ("disabled", "disabled (not evaluated)"),
+        ("advisory", "advisory only (never block)"),
+    )
+    for level, label in wording:
+        names = result.policies_at(level)
+        if names:
+            lines.append(f"  {label}: {', '.join(names)}")
+    return lines
 
 
 def _s(count: int) -> str:
@@ -117,7 +162,7 @@ def _plain_table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: 
 
 def check_text(result: CheckResult) -> str:
     """Plain text for pipes and logs: a table per subaccount, violations by policy, the verdict."""
-    lines = [_header(result), ""]
+    lines = [_header(result), *policy_lines(result), ""]
     for subaccount, rows in _by_subaccount(result.processes).items():
         lines.append(f"subaccount {subaccount}")
         lines += _plain_table(_TABLE_HEADERS, [_row(r) for r in rows])
@@ -136,17 +181,45 @@ def check_text(result: CheckResult) -> str:
     return "\n".join(lines) + "\n"
 
 
-def check_rich(result: CheckResult) -> RenderableType:
-    """The same report for a terminal, as rich tables."""
+NARROW: Final = 120
+"""Below this terminal width the process tables drop the columns derivable from the others."""
+_NARROW_HEADERS: Final = ("process", "key", "fingerprint", "version", "permissions")
+
+
+def _folded(headers: Sequence[str], row: Sequence[str]) -> list[Text]:
+    """Cells for a narrow table: permission lists break after commas, never inside a word."""
+    return [
+        Text(cell.replace(",", ", ") if h == "permissions" else cell)
+        for h, cell in zip(headers, row, strict=True)
+    ]
+
+
+def check_rich(result: CheckResult, width: int | None = None) -> RenderableType:
+    """The same report for a terminal, as rich tables chosen to fit ``width`` columns."""
+    narrow = width is not None and width < NARROW
+    headers = _NARROW_HEADERS if narrow else _TABLE_HEADERS
     parts: list[RenderableType] = [Text(_header(result), style="bold")]
+    parts += [Text(line, style="yellow" if line.startswith("  ") else "") for line in policy_lines(result)]
     for subaccount, rows in _by_subaccount(result.processes).items():
-        table = Table(title=Text(f"subaccount {subaccount}"), title_justify="left", expand=False)
-        for header in _TABLE_HEADERS:
-            table.add_column(header, overflow="fold")
+        mounts = {r.key.split("/", 1)[0] for r in rows if "/" in r.key}
+        title = f"subaccount {subaccount}"
+        if narrow and len(mounts) == 1:
+            title += f" (keys in mount {next(iter(mounts))})"
+        table = Table(title=Text(title), title_justify="left", expand=False)
+        for header in headers:
+            # A header is never split mid-word: it sets the column's minimum width.
+            table.add_column(header, overflow="fold", min_width=len(header))
         for r in rows:
+            full = dict(zip(_TABLE_HEADERS, _row(r), strict=True))
+            if narrow and len(mounts) == 1 and "/" in r.key:
+                full["key"] = r.key.split("/", 1)[1]
             # Cells as Text, never markup: a value like "[x]" must print as itself.
-            table.add_row(*(Text(cell) for cell in _row(r)))
+            table.add_row(*_folded(headers, [full[h] for h in headers]))
         parts.append(table)
+    if narrow and result.processes:
+        parts.append(
+            Text("namespace and deployment columns left out at this width; --format text shows them", "dim")
+        )
     for policy, findings in _by_policy(result.findings).items():
         level = findings[0].violation.level
         style = "bold red" if level == "mandatory" else "bold yellow"
@@ -162,17 +235,24 @@ def check_rich(result: CheckResult) -> RenderableType:
 
 
 def check_json(result: CheckResult) -> dict[str, Any]:
-    """The machine-readable verdict: ok, counts, policy names and every violation."""
+    """The machine-readable verdict: ok, counts, policies and their levels, every violation and its line."""
     return {
         "ok": result.ok,
+        "verdict": verdict(result),
         "resources": result.resource_count,
         "policies": [p.name for p in result.policies],
+        "levels": {p.name: result.levels.get(p.name, p.level) for p in result.policies},
+        "disabled": result.policies_at("disabled"),
+        "advisory_only": result.policies_at("advisory"),
+        "weakened": [p.name for p in result.weakened],
         "violations": [
             {
                 "policy": f.violation.policy,
                 "level": f.violation.level,
                 "urn": f.violation.urn,
                 "message": f.violation.message,
+                "file": f.location.file if f.location else None,
+                "line": f.location.line if f.location else None,
             }
             for f in result.findings
         ],
@@ -181,60 +261,10 @@ def check_json(result: CheckResult) -> dict[str, Any]:
     }
 
 
-# --------------------------------------------------------------------------- check: markdown
-
-
-def _md(text: str) -> str:
-    """Cell- and comment-safe: no table breaks, no HTML from a pack's message."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
-
-
-def check_markdown(result: CheckResult) -> str:
-    """A pull-request comment: verdict heading, the fleet table, violations, offline note."""
-    if result.ok:
-        heading = "## ✅ keyfence check passed"
-    else:
-        count = len(result.mandatory)
-        heading = f"## ❌ keyfence check failed: {count} mandatory violation{_s(count)}"
-    lines = [
-        heading,
-        "",
-        f"Stack `{result.stack}` · spec `{result.spec_path}` · policy pack "
-        f"`{result.pack}@{result.pack_version}` · {result.resource_count} resources · "
-        f"{len(result.policies)} policies",
-        "",
-    ]
-    if result.offline:
-        lines += [f"> **Offline check**: {_md(OFFLINE_NOTE.split(': ', 1)[1])}.", ""]
-    if result.processes:
-        lines += [
-            "| subaccount | " + " | ".join(_TABLE_HEADERS) + " |",
-            "|" + "---|" * (len(_TABLE_HEADERS) + 1),
-        ]
-        for r in result.processes:
-            cells = [r.subaccount or "-", *_row(r)]
-            lines.append("| " + " | ".join(_md(c) for c in cells) + " |")
-        lines.append("")
-    grouped = _by_policy(result.findings)
-    if grouped:
-        lines += ["### Violations", ""]
-        for policy, findings in grouped.items():
-            level = findings[0].violation.level
-            icon = "❌" if level == "mandatory" else "⚠️"
-            lines.append(f"#### {icon} `{policy}` ({level}, {len(findings)})")
-            lines.append("")
-            for finding in findings:
-                detail = " ".join(_md(_detail(finding)).split("\n"))
-                lines.append(f"- **{_md(_where(finding))}**: {detail}")
-            lines.append("")
-    lines.append(f"**{_md(verdict(result))}**")
-    return "\n".join(lines) + "\n"
-
-
 # --------------------------------------------------------------------------- check: sarif
 
 
-def _artifact_uri(path: str) -> str:
+def artifact_uri(path: str) -> str:
     """Relative to the working directory when inside it (what code scanning expects), else a file URI."""
     resolved = Path(path).resolve()
     try:
@@ -262,14 +292,18 @@ def check_sarif(result: CheckResult) -> dict[str, Any]:
         }
         for p in result.policies
     ]
-    spec_uri = _artifact_uri(result.spec_path)
+    spec_uri = artifact_uri(result.spec_path)
+    artifacts = [spec_uri]
     results = []
     for finding in result.findings:
         v = finding.violation
         line, column = (finding.location.line, finding.location.column) if finding.location else (1, 1)
+        uri = artifact_uri(finding.location.file) if finding.location else spec_uri
+        if uri not in artifacts:
+            artifacts.append(uri)
         location: dict[str, Any] = {
             "physicalLocation": {
-                "artifactLocation": {"uri": spec_uri},
+                "artifactLocation": {"uri": uri},
                 "region": {"startLine": line, "startColumn": column},
             }
         }
@@ -303,42 +337,43 @@ def check_sarif(result: CheckResult) -> dict[str, Any]:
                 "tool": {
                     "driver": {
                         "name": "keyfence",
-                        "version": _version(),
+                        "version": tool_version(),
                         "rules": rules,
                     }
                 },
-                "artifacts": [{"location": {"uri": spec_uri}}],
-                "invocations": [{"executionSuccessful": True}],
+                "artifacts": [{"location": {"uri": uri}} for uri in artifacts],
+                "invocations": [invocation(True, [weakened_note(result)] if result.weakened else [])],
                 "results": results,
                 "properties": {
                     "stack": result.stack,
                     "offline": result.offline,
                     "policyPack": f"{result.pack}@{result.pack_version}",
                     "notes": list(result.notes),
+                    "verdict": verdict(result),
+                    "disabledPolicies": result.policies_at("disabled"),
+                    "advisoryPolicies": result.policies_at("advisory"),
                 },
             }
         ],
     }
 
 
-def _version() -> str:
+def invocation(successful: bool, warnings: Sequence[str]) -> dict[str, Any]:
+    invocation: dict[str, Any] = {"executionSuccessful": successful}
+    if warnings:
+        invocation["toolExecutionNotifications"] = [
+            {"level": "warning" if successful else "error", "message": {"text": w}} for w in warnings
+        ]
+    return invocation
+
+
+def tool_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
         return version("keyfence")
     except PackageNotFoundError:
         return "0.0.0"
-
-
-def render_check(result: CheckResult, fmt: CheckFormat) -> str:
-    """A check report as text ready to print or write (plain text for ``text``)."""
-    if fmt == "json":
-        return json.dumps(check_json(result), indent=2) + "\n"
-    if fmt == "sarif":
-        return json.dumps(check_sarif(result), indent=2) + "\n"
-    if fmt == "markdown":
-        return check_markdown(result)
-    return check_text(result)
 
 
 # --------------------------------------------------------------------------- plan

@@ -25,7 +25,7 @@ from ..keys import Mode
 from ..program import CONFIG_NAMESPACE, SPEC_KEY, ProgramOptions, harness_options, run
 from ..spec import FleetSpec, Location, load_spec, locate, parse_yaml
 from ..vault import VaultSettings
-from .analyzer import run_policy_pack as _run_pack
+from .analyzer import PolicyPackSession, analyze_in
 from .harness import Collected, RegisteredResource, collect
 from .packconfig import ConfigEntry, ConfigLayer, load_policy_config
 from .verdict import Analysis, Level, PolicyMeta, Violation
@@ -189,7 +189,9 @@ def _program_entry(program: Path) -> Path:
         raise KeyfenceError(
             f"{program}: no Pulumi program here (expected a folder with __main__.py, or a .py file)"
         )
-    return entry
+    # Absolute, as the language host runs it: the SDK records each resource's source position
+    # only for frames whose file name is an absolute path.
+    return entry.resolve()
 
 
 def _run_path(entry: Path) -> None:
@@ -260,6 +262,23 @@ class CheckResult:
     def ok(self) -> bool:
         return not self.mandatory
 
+    def policies_at(self, level: Level) -> list[str]:
+        """Names of the policies that ran at ``level`` after config (sorted)."""
+        return sorted(p.name for p in self.policies if self.levels.get(p.name, p.level) == level)
+
+    @property
+    def weakened(self) -> list[PolicyMeta]:
+        """Policies the pack declares blocking (mandatory/remediate) that config made disabled or advisory."""
+        return sorted(
+            (
+                p
+                for p in self.policies
+                if p.level in ("mandatory", "remediate")
+                and self.levels.get(p.name, p.level) in ("disabled", "advisory")
+            ),
+            key=lambda p: p.name,
+        )
+
     @property
     def exit_code(self) -> int:
         return EXIT_OK if self.ok else EXIT_VIOLATION
@@ -309,21 +328,26 @@ def run_check(
     mode: Mode = "offline" if offline else "check"
     # Loaded once, for the program and the report: the same SpecError the program would raise.
     spec = load_spec(spec_file)
-    collected = collect_program(
-        spec_file,
-        mode=mode,
-        stack=stack,
-        project=project,
-        vault_settings=vault_settings,
-        program=program,
-        config=config,
-        spec=spec,
-    )
-    analysis = _run_pack(
-        pack_dir,
+    # The pack's interpreter boots (most of a second) while the program runs here.
+    session = PolicyPackSession(pack_dir, project=project, stack=stack)
+    session.spawn_and_close_on_error()
+    try:
+        collected = collect_program(
+            spec_file,
+            mode=mode,
+            stack=stack,
+            project=project,
+            vault_settings=vault_settings,
+            program=program,
+            config=config,
+            spec=spec,
+        )
+    except BaseException:
+        session.close()
+        raise
+    analysis = analyze_in(
+        session,
         collected.resources,
-        project=project,
-        stack=stack,
         config=user_config,
         base_config=dict(OFFLINE_CONFIG) if offline else {},
         config_source=str(policy_pack_config) if policy_pack_config is not None else "policy pack config",
@@ -383,8 +407,25 @@ def run_plan(
         program=program,
         config=config,
     )
-    resources = [PlannedResource(r.type, r.name, r.urn, r.parent, r.inputs()) for r in collected.resources]
+    # By URN: registrations arrive in whatever order the SDK's tasks finish, and two runs of
+    # the same spec must diff clean.
+    resources = [
+        PlannedResource(r.type, r.name, r.urn, r.parent, whole_numbers(r.inputs()))
+        for r in sorted(collected.resources, key=lambda r: r.urn)
+    ]
     return PlanResult(spec_file, stack, offline, resources)
+
+
+def whole_numbers(value: Any) -> Any:
+    """Numbers as written: the wire format (protobuf Struct) turns every number into a float,
+    so ``replicas: 1`` would read back as ``1.0``."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: whole_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [whole_numbers(v) for v in value]
+    return value
 
 
 # --------------------------------------------------------------------------- reading the declarations
@@ -455,7 +496,21 @@ class _Locator:
             if resource.type == SUBACCOUNT_TYPE and resource.name in self._subaccounts:
                 return resource.name, self._subaccounts[resource.name]
             resource = self._by_urn.get(resource.parent)
-        return self._by_name(urn.rsplit("::", 1)[-1])
+        ref, location = self._by_name(urn.rsplit("::", 1)[-1])
+        if location is None:
+            location = self._declared_at(urn)
+        return ref, location
+
+    def _declared_at(self, urn: str) -> Location | None:
+        """A resource no spec entry declared: the program line that did (its own, else a parent's)."""
+        seen: set[str] = set()
+        resource = self._by_urn.get(urn)
+        while resource is not None and resource.urn not in seen:
+            seen.add(resource.urn)
+            if resource.site is not None:
+                return Location(_display_path(Path(resource.site.file)), resource.site.line, 1, "")
+            resource = self._by_urn.get(resource.parent)
+        return None
 
     def _by_name(self, name: str) -> tuple[str | None, Location | None]:
         """A URN the program never registered (a pack may build one): match ``<sub>/<proc>[/...]``."""

@@ -24,6 +24,7 @@ from ..errors import EXIT_INVALID, KeyfenceError
 from .keys import app as keys_app
 
 DEBUG_ENV: Final = "KEYFENCE_DEBUG"
+SPEC_CONFIG_KEY: Final = "keyfence:spec"
 _DEBUG_KEY: Final = "keyfence.debug"
 _VAULT_LOGGER: Final = "keyfence.vault"
 _RETRY_LOGGER: Final = "keyfence.vault.retry"
@@ -100,6 +101,9 @@ class KeyfenceGroup(TyperGroup):
             raise typer.Exit(EXIT_INVALID) from None
 
 
+CONTEXT: Final[dict[str, Any]] = {"help_option_names": ["-h", "--help"], "max_content_width": 80}
+"""``-h`` as people expect, and help that fits an 80-column terminal."""
+
 app = typer.Typer(
     name="keyfence",
     cls=KeyfenceGroup,
@@ -107,6 +111,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click help: flags shown as flags, metavars as words, wrapped to the terminal.
+    rich_markup_mode=None,
+    context_settings=CONTEXT,
 )
 app.add_typer(
     keys_app, name="keys", help="Register, list and revoke exchange keys in Vault: one key per process."
@@ -130,8 +137,28 @@ DebugOption = Annotated[
 ]
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("keyfence")
+        except PackageNotFoundError:
+            number = "unknown (not installed)"
+        typer.echo(f"keyfence {number}")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def _root(debug: DebugOption = False) -> None:
+def _root(
+    debug: DebugOption = False,
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print keyfence's version and exit.", callback=_show_version, is_eager=True
+        ),
+    ] = False,
+) -> None:
     """One exchange API key per trading process, one subaccount per strategy."""
 
 
@@ -151,17 +178,22 @@ SpecOption = Annotated[
     Path | None,
     typer.Option(
         "--spec",
+        metavar="FILE",
         help="Fleet spec to check. Default: keyfence:spec from Pulumi.<stack>.yaml next to Pulumi.yaml.",
         dir_okay=False,
     ),
 ]
 StackOption = Annotated[
-    str | None, typer.Option("--stack", help="Stack name (default dev); used for URNs and to find the spec.")
+    str | None,
+    typer.Option(
+        "--stack", metavar="NAME", help="Stack name (default dev); used for URNs and to find the spec."
+    ),
 ]
 ProgramOption = Annotated[
     Path | None,
     typer.Option(
         "--program",
+        metavar="DIR",
         help="A Pulumi program (folder with __main__.py) that calls keyfence.program.run_from_config() "
         "and may declare more resources; default: keyfence's own program.",
     ),
@@ -171,7 +203,8 @@ ConfigOption = Annotated[
     typer.Option(
         "--config",
         "-c",
-        help="Stack config KEY=VALUE for the program, as 'pulumi config set' gives it (repeatable).",
+        metavar="KEY=VALUE",
+        help="Stack config for the program, as 'pulumi config set' gives it (repeatable).",
     ),
 ]
 
@@ -204,11 +237,15 @@ def _emit(body: str, output: Path | None, summary: str) -> None:
     if output is None:
         typer.echo(body, nl=False)
         return
+    _write(output, body)
+    typer.echo(summary)
+
+
+def _write(output: Path, body: str) -> None:
     try:
         output.write_text(body, encoding="utf-8")
     except OSError as exc:
         raise KeyfenceError(f"{output}: cannot write the report: {exc.strerror or exc}") from None
-    typer.echo(summary)
 
 
 @app.command()
@@ -220,54 +257,102 @@ def check(
     policy_pack: Annotated[
         Path | None,
         typer.Option(
-            "--policy-pack", help="Policy pack directory (default: the keyfence pack).", file_okay=False
+            "--policy-pack",
+            metavar="DIR",
+            help="Policy pack directory (default: the keyfence pack).",
+            file_okay=False,
         ),
     ] = None,
     policy_pack_config: Annotated[
         Path | None,
         typer.Option(
             "--policy-pack-config",
+            metavar="FILE",
             help="Pulumi policy pack config JSON (levels and properties per policy, or 'all').",
             dir_okay=False,
         ),
     ] = None,
     fmt: Annotated[
-        CheckFormatOption, typer.Option("--format", "-f", help="Report format.", case_sensitive=False)
+        CheckFormatOption,
+        typer.Option(
+            "--format", "-f", metavar="FORMAT", help="text, json, markdown or sarif.", case_sensitive=False
+        ),
     ] = CheckFormatOption.text,
     output: Annotated[
         Path | None,
         typer.Option(
-            "--output", "-o", help="Write the report to this file and print only the verdict.", dir_okay=False
+            "--output",
+            "-o",
+            metavar="FILE",
+            help="Write the report to this file and print only the verdict.",
+            dir_okay=False,
         ),
     ] = None,
     program: ProgramOption = None,
     config: ConfigOption = None,
     debug: DebugOption = False,
 ) -> None:
-    """Run the policy pack on what the program would declare; exit 1 on a mandatory violation."""
-    # Imported here so that --help and other commands never pay for loading Pulumi and gRPC.
-    from ..check.report import check_rich, render_check, verdict
-    from ..check.runner import resolve_target, run_check
+    """Run the policy pack on what the program would declare; exit 1 on a mandatory violation.
 
-    target = resolve_target(spec, stack)
-    result = run_check(
-        target.spec_path,
-        stack=target.stack,
-        offline=offline,
-        policy_pack_dir=policy_pack,
-        policy_pack_config=policy_pack_config,
-        project=target.project,
-        program=program,
-        config=_parse_config(config),
-    )
+    Exit 2 (invalid spec or config, Vault error, pack failure) still writes the report asked
+    for, listing the problems at their spec lines, so a pull request sees them.
+    """
+    # Imported here so that --help and other commands never pay for loading Pulumi and gRPC.
+    from ..check.failure import CheckFailure
+    from ..check.output import render_check, render_failure
+    from ..check.report import check_rich, verdict
+
+    stack_config = _parse_config(config)
+    spec = _spec_from_config(spec, stack_config)
+    wants_report = output is not None or fmt is not CheckFormatOption.text
+    target_stack = stack or "dev"
+    try:
+        from ..check.runner import resolve_target, run_check
+
+        target = resolve_target(spec, stack)
+        target_stack = target.stack
+        spec = Path(target.spec_path)
+        result = run_check(
+            target.spec_path,
+            stack=target.stack,
+            offline=offline,
+            policy_pack_dir=policy_pack,
+            policy_pack_config=policy_pack_config,
+            project=target.project,
+            program=program,
+            config=stack_config,
+        )
+    except KeyfenceError as exc:
+        if wants_report:
+            failure = CheckFailure.from_error(
+                exc, stack=target_stack, spec_path=str(spec) if spec else None, offline=offline
+            )
+            if output is None:
+                typer.echo(render_failure(failure, fmt.value), nl=False)
+            else:
+                _write(output, render_failure(failure, fmt.value))
+        raise
     if _debug_requested(ctx):
         for line in result.pack_logs:
             typer.echo(f"policy pack: {line}", err=True)
     if fmt is CheckFormatOption.text and output is None and _stdout_is_terminal():
-        Console().print(check_rich(result))
+        console = Console()
+        console.print(check_rich(result, console.width))
     else:
         _emit(render_check(result, fmt.value), output, verdict(result))
     raise typer.Exit(result.exit_code)
+
+
+def _spec_from_config(spec: Path | None, config: dict[str, str]) -> Path | None:
+    """``--config keyfence:spec=PATH`` names the spec, as ``pulumi config set keyfence:spec`` would."""
+    named = config.get(SPEC_CONFIG_KEY)
+    if named is None or not named.strip():
+        return spec
+    if spec is not None and Path(named) != spec:
+        raise KeyfenceError(
+            f"--spec {spec} and --config {SPEC_CONFIG_KEY}={named} name two different specs; give one"
+        )
+    return Path(named)
 
 
 @app.command()
@@ -276,11 +361,12 @@ def plan(
     stack: StackOption = None,
     offline: OfflineOption = False,
     fmt: Annotated[
-        PlanFormatOption, typer.Option("--format", "-f", help="Output format.", case_sensitive=False)
+        PlanFormatOption,
+        typer.Option("--format", "-f", metavar="FORMAT", help="text or json.", case_sensitive=False),
     ] = PlanFormatOption.text,
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="Write the plan to this file.", dir_okay=False),
+        typer.Option("--output", "-o", metavar="FILE", help="Write the plan to this file.", dir_okay=False),
     ] = None,
     program: ProgramOption = None,
     config: ConfigOption = None,
@@ -290,14 +376,15 @@ def plan(
     from ..check.report import plan_rich, render_plan
     from ..check.runner import resolve_target, run_plan
 
-    target = resolve_target(spec, stack)
+    stack_config = _parse_config(config)
+    target = resolve_target(_spec_from_config(spec, stack_config), stack)
     result = run_plan(
         target.spec_path,
         stack=target.stack,
         offline=offline,
         project=target.project,
         program=program,
-        config=_parse_config(config),
+        config=stack_config,
     )
     if fmt is PlanFormatOption.text and output is None and _stdout_is_terminal():
         Console().print(plan_rich(result))

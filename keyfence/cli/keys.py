@@ -18,9 +18,10 @@ import json
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Final, TextIO
+from typing import TYPE_CHECKING, Annotated, Any, Final, TextIO
 
 import typer
+from typer.core import TyperArgument, TyperCommand
 
 from ..errors import EXIT_OK, EXIT_VIOLATION
 
@@ -41,7 +42,23 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 80},
 )
+
+
+class WordsCommand(TyperCommand):
+    """Help shows an argument by its metavar only (``SUBACCOUNT/PROCESS``), never ``<str>`` after it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, TyperArgument) and param.metavar:
+                param.display_type_rich = _no_type  # type: ignore[method-assign]
+
+
+def _no_type(ctx: Any) -> None:
+    return None
 
 
 class Venue(str, Enum):
@@ -62,19 +79,29 @@ SpecOption = Annotated[
     Path | None,
     typer.Option(
         "--spec",
+        metavar="FILE",
         help="Fleet spec: supplies mount, prefix, key path, venue and permissions, and checks them.",
         dir_okay=False,
     ),
 ]
 PathOption = Annotated[
     str | None,
-    typer.Option("--path", help="Key path inside the mount. Default: <prefix>/<subaccount>/<process>."),
+    typer.Option(
+        "--path",
+        metavar="PATH",
+        help="Key path inside the mount. Default: <prefix>/<subaccount>/<process>."),
 ]
 MountOption = Annotated[
-    str | None, typer.Option("--mount", help="KV version 2 mount (default: the spec's, else 'secret').")
+    str | None, typer.Option(
+        "--mount",
+        metavar="MOUNT",
+        help="KV version 2 mount (default: the spec's, else 'secret').")
 ]
 PrefixOption = Annotated[
-    str | None, typer.Option("--prefix", help="Key path prefix (default: the spec's, else 'kraken').")
+    str | None, typer.Option(
+        "--prefix",
+        metavar="PREFIX",
+        help="Key path prefix (default: the spec's, else 'kraken').")
 ]
 
 
@@ -152,7 +179,10 @@ def read_material(stream: TextIO) -> tuple[str, str]:
     from ..keystore import KeyInputError
 
     if stream.isatty():
-        return getpass.getpass("API key: "), getpass.getpass("API secret: ")
+        try:
+            return getpass.getpass("API key: "), getpass.getpass("API secret: ")
+        except EOFError:
+            raise KeyInputError("no key entered (end of input at the prompt); nothing was written") from None
     data = stream.read(MAX_STDIN_BYTES + 1)
     if len(data) > MAX_STDIN_BYTES:
         raise KeyInputError(
@@ -173,13 +203,14 @@ def read_material(stream: TextIO) -> tuple[str, str]:
 # --------------------------------------------------------------------------- register
 
 
-@app.command()
+@app.command(cls=WordsCommand)
 def register(
     name: ProcessArgument,
     venue: Annotated[
         Venue | None,
         typer.Option(
             "--venue",
+            metavar="VENUE",
             help="spot or futures. Default: the venue of the subaccount in --spec.",
             case_sensitive=False,
         ),
@@ -204,7 +235,7 @@ def register(
 
     Refused (exit 1): the key is registered elsewhere, the path is taken, a race was lost.
     """
-    from ..keystore import SHORT_FINGERPRINT, plan_registration, register_key, validate_material
+    from ..keystore import SHORT_FINGERPRINT, plan_registration, preflight, register_key, validate_material
 
     fleet = _load(spec)
     registration = plan_registration(
@@ -217,8 +248,10 @@ def register(
         rotate=rotate,
         spec=fleet,
     )
-    material = validate_material(*read_material(sys.stdin))
+    # Vault settings, login and the target are checked before any secret is asked for.
     with _client() as client:
+        preflight(client, registration)
+        material = validate_material(*read_material(sys.stdin))
         done = register_key(client, registration, material, progress=_progress())
     for warning in done.warnings:
         typer.echo(f"warning: {warning}", err=True)
@@ -256,6 +289,11 @@ _HEADERS: Final = [
 ]
 
 
+NARROW: Final = 140
+"""Below this terminal width the key table drops the columns the path already tells."""
+_NARROW_HEADERS: Final = ["PATH", "FINGERPRINT", "VERSION", "PERMISSIONS", "STATUS"]
+
+
 def _rows(result: Inventory) -> list[list[str]]:
     from ..keystore import SHORT_FINGERPRINT, iso_utc
 
@@ -272,6 +310,16 @@ def _rows(result: Inventory) -> list[list[str]]:
         ]
         for key in result.keys
     ]
+
+
+def _empty_note(result: Inventory, origin: str) -> str | None:
+    """Nothing found: say where keyfence looked and why there, so an empty list is never a puzzle."""
+    if result.keys:
+        return None
+    return (
+        f"no keys found under {result.mount}/{result.prefix}/ ({origin}); "
+        "pass --spec FILE, or --mount/--prefix, to list where your keys are"
+    )
 
 
 def _verdict(result: Inventory) -> str:
@@ -320,13 +368,24 @@ def _print_rich(result: Inventory) -> None:
     from rich.text import Text
 
     console = Console()
+    narrow = console.width < NARROW
+    headers = _NARROW_HEADERS if narrow else _HEADERS
     table = Table(title=f"keys under {result.mount}/{result.prefix}", title_justify="left")
-    for header in _HEADERS:
-        table.add_column(header.lower(), overflow="fold")
+    for header in headers:
+        # min_width: a header is never split mid-word.
+        table.add_column(header.lower(), overflow="fold", min_width=len(header))
     for row in _rows(result):
+        cells = dict(zip(_HEADERS, row, strict=True))
+        shown = [cells[h].replace(",", ", ") if h == "PERMISSIONS" else cells[h] for h in headers]
         # Cells as Text, never markup: whatever Vault holds prints as itself.
-        table.add_row(*(Text(cell) for cell in row), style=None if row[-1] == "ok" else "yellow")
+        table.add_row(*(Text(cell) for cell in shown), style=None if row[-1] == "ok" else "yellow")
     console.print(table)
+    if narrow and result.keys:
+        console.print(
+            "subaccount, process and updated columns left out at this width; --format json shows them",
+            style="dim",
+            highlight=False,
+        )
     for line in _findings(result):
         console.print(line, highlight=False, markup=False)
     console.print(_verdict(result), style="bold green" if result.clean else "bold red", highlight=False)
@@ -334,11 +393,21 @@ def _print_rich(result: Inventory) -> None:
 
 @app.command("list")
 def list_keys(
-    spec: SpecOption = None,
+    spec: Annotated[
+        Path | None,
+        typer.Option(
+            "--spec",
+            metavar="FILE",
+            help="Fleet spec: supplies mount and prefix, and reports keys no process uses, "
+            "processes without a key and keys stored twice.",
+            dir_okay=False,
+        ),
+    ] = None,
     mount: MountOption = None,
     prefix: PrefixOption = None,
     fmt: Annotated[
-        ListFormat, typer.Option("--format", "-f", help="Output format.", case_sensitive=False)
+        ListFormat,
+        typer.Option("--format", "-f", metavar="FORMAT", help="text or json.", case_sensitive=False),
     ] = ListFormat.text,
 ) -> None:
     """Show every key under the prefix (metadata only); with --spec, cross-check it.
@@ -351,6 +420,15 @@ def list_keys(
     placement = resolve_placement(fleet, mount, prefix)
     with _client() as client:
         result = inventory(client, placement, spec=fleet, progress=_progress())
+    if fleet is not None:
+        origin = f"the vault section of {spec}"
+    elif mount is None and prefix is None:
+        origin = "the default mount and prefix: no --spec, --mount or --prefix given"
+    else:
+        origin = "from --mount/--prefix" + ("" if mount and prefix else ", defaults for the rest")
+    note = _empty_note(result, origin)
+    if note is not None:
+        typer.echo(f"note: {note}", err=True)
     if fmt is ListFormat.json:
         typer.echo(json.dumps(result.to_json(), indent=2))
     elif sys.stdout.isatty():
@@ -363,12 +441,21 @@ def list_keys(
 # --------------------------------------------------------------------------- revoke
 
 
-@app.command()
+@app.command(cls=WordsCommand)
 def revoke(
     name: ProcessArgument,
     path: PathOption = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
-    spec: SpecOption = None,
+    spec: Annotated[
+        Path | None,
+        typer.Option(
+            "--spec",
+            metavar="FILE",
+            help="Fleet spec: finds the process's key path (its key: field, else the spec's mount "
+            "and prefix); nothing else in it is checked.",
+            dir_okay=False,
+        ),
+    ] = None,
     mount: MountOption = None,
     prefix: PrefixOption = None,
 ) -> None:

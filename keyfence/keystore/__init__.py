@@ -26,7 +26,7 @@ from .inputs import (
 )
 from .inventory import DuplicateKey, Inventory, InventoryKey, MissingKey, inventory
 from .progress import NoProgress, Progress
-from .register import Registered, Registration, iso_utc, plan_registration, register_key
+from .register import Registered, Registration, iso_utc, plan_registration, preflight, register_key
 from .revoke import Revoked, describe_key, revoke_key, summarize_metadata
 
 __all__ = [
@@ -55,6 +55,7 @@ __all__ = [
     "parse_permission_list",
     "parse_process_ref",
     "plan_registration",
+    "preflight",
     "register_key",
     "resolve_placement",
     "revoke_key",

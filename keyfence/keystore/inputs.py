@@ -136,8 +136,7 @@ def parse_permission_list(value: str, venue: str) -> tuple[str, ...]:
     if unknown:
         raise KeyInputError(
             f"{', '.join(repr(u) for u in unknown)} {'is not a' if len(unknown) == 1 else 'are not'} "
-            f"{venue} permission id{'' if len(unknown) == 1 else 's'}; {venue} permissions are "
-            f"{', '.join(sorted(perms.PERMISSION_IDS[venue]))}"
+            f"{venue} permission id{'' if len(unknown) == 1 else 's'}; {perms.unknown_advice(venue, unknown)}"
         )
     return tuple(sorted(set(ids)))
 

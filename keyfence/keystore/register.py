@@ -224,6 +224,38 @@ def _scan_paths(client: KV2Client, registration: Registration) -> list[str]:
     return sorted((set(listed) | set(registration.extra_paths)) - {registration.path})
 
 
+def preflight(client: KV2Client, registration: Registration) -> KeyMetadata | None:
+    """Check the target before anyone types a secret: the mount holds KV v2 keys, the path's
+    state fits --rotate, and the prefix can be listed for duplicates. Returns what is there.
+
+    ``register_key`` checks all of it again (and writes check-and-set): this only spares the
+    operator pasting a key into a command that was bound to be refused.
+    """
+    current = _existing(client, registration.placement.mount, registration.path)
+    _refuse_target(registration, current, None)
+    client.list_keys(registration.placement.mount, registration.placement.prefix)
+    return current
+
+
+def _refuse_target(registration: Registration, current: KeyMetadata | None, fingerprint: str | None) -> None:
+    if current is not None and not registration.rotate:
+        state = key_status(current)
+        notes = [f"version {current.current_version}"]
+        if state != "ok":
+            notes.append(state)
+        if fingerprint is not None and metadata_fingerprint(current) == fingerprint:
+            notes.append("holding this same key")
+        raise RefusedError(
+            f"refused: {registration.ref} is already registered ({', '.join(notes)}); "
+            "use --rotate to replace it with a new version"
+        )
+    if current is None and registration.rotate:
+        raise RefusedError(
+            f"refused: --rotate, but no key is registered at {registration.ref} to rotate; "
+            "run without --rotate to register it (check the name and --path first)"
+        )
+
+
 def register_key(
     client: KV2Client,
     registration: Registration,
@@ -243,22 +275,7 @@ def register_key(
     mount, path = registration.placement.mount, registration.path
     fingerprint = fingerprint_of(material.api_key)
     current = _existing(client, mount, path)
-    if current is not None and not registration.rotate:
-        state = key_status(current)
-        notes = [f"version {current.current_version}"]
-        if state != "ok":
-            notes.append(state)
-        if metadata_fingerprint(current) == fingerprint:
-            notes.append("holding this same key")
-        raise RefusedError(
-            f"refused: {registration.ref} is already registered ({', '.join(notes)}); "
-            "use --rotate to replace it with a new version"
-        )
-    if current is None and registration.rotate:
-        raise RefusedError(
-            f"refused: --rotate, but no key is registered at {registration.ref} to rotate; "
-            "run without --rotate to register it (check the name and --path first)"
-        )
+    _refuse_target(registration, current, fingerprint)
     holders, unknown = _holders_of(client, mount, _scan_paths(client, registration), fingerprint, progress)
     if holders:
         where = ", ".join(f"{mount}/{p}" for p in holders)

@@ -79,7 +79,10 @@ def _pydantic_problems(exc: ValidationError) -> list[Problem]:
                 "model_type": "a mapping",
                 "model_attributes_type": "a mapping",
             }[kind]
-            message = f"expected {expected}, got {kind_of(err.get('input'))}"
+            got = err.get("input")
+            message = f"expected {expected}, got {kind_of(got)}"
+            if kind == "string_type" and isinstance(got, (int, float, bool)):
+                message = f"expected text, got {kind_of(got)}: quote it, e.g. \"{_yaml_word(got)}\""
         elif kind == "literal_error":
             expected = err.get("ctx", {}).get("expected", "")
             message = f"{brief(err.get('input'))} is not one of {expected}"
@@ -89,6 +92,10 @@ def _pydantic_problems(exc: ValidationError) -> list[Problem]:
             message = err["msg"].removeprefix("Value error, ")
         out.append((loc, message))
     return out
+
+
+def _yaml_word(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _record_locations(spec: FleetSpec, data: Any, source: str) -> None:

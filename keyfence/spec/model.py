@@ -227,25 +227,6 @@ class Process(_Strict):
     def _key(cls, value: str | None) -> str | None:
         return None if value is None else _vault_path("key path")(value)
 
-    @field_validator("env")
-    @classmethod
-    def _env(cls, value: dict[str, str]) -> dict[str, str]:
-        for name in value:
-            if not ENV_NAME.match(name):
-                raise ValueError(
-                    f"environment variable name {brief(name)} must match [A-Za-z_][A-Za-z0-9_]*"
-                )
-            if name.upper().startswith("KEYFENCE_"):
-                raise ValueError(
-                    f"environment variable {brief(name)}: the KEYFENCE_ prefix is reserved for keyfence"
-                )
-            if SECRET_LOOKING_ENV.search(name):
-                raise ValueError(
-                    f"environment variable {brief(name)} looks like a credential: env holds plain values "
-                    "only; the key is mounted as files under /var/run/keyfence/key"
-                )
-        return value
-
     @field_validator("permissions")
     @classmethod
     def _permissions(cls, value: list[str] | None) -> list[str] | None:

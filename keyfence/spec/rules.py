@@ -9,7 +9,7 @@ from typing import Any
 from keyfence_policies import permissions as perms
 from keyfence_policies.labels import canonical_key_path
 
-from .model import MAX_INSTANCE_LABEL, QUANTITY, quantity_to_str, quantity_value
+from .model import ENV_NAME, MAX_INSTANCE_LABEL, QUANTITY, SECRET_LOOKING_ENV, quantity_to_str, quantity_value
 from .source import brief, brief_list, dotted
 
 # --------------------------------------------------------------------------- cross-field rules
@@ -49,6 +49,40 @@ def cross_rules(data: Any) -> list[Problem]:
             problems += _unique_key_path(loc, sub, proc, prefix, keys_seen)
             problems += _permissions_fit_role(loc, sub, proc)
             problems += _requests_within_limits(loc, proc)
+            problems += _env_names(loc, proc)
+    return problems
+
+
+def _env_names(loc: tuple[Any, ...], proc: dict[str, Any]) -> list[Problem]:
+    """Each bad variable name at its own line, whatever else is wrong in the same map.
+
+    Run on the raw YAML: a value of the wrong type elsewhere in ``env`` (an unquoted number)
+    must not hide a credential-named variable beside it.
+    """
+    env = proc.get("env")
+    if not isinstance(env, dict):
+        return []
+    problems: list[Problem] = []
+    for name in env:
+        where = (*loc, "env", name)
+        if not isinstance(name, str):
+            continue  # the typed model reports a non-string name
+        if not ENV_NAME.match(name):
+            problems.append(
+                (where, f"environment variable name {brief(name)} must match [A-Za-z_][A-Za-z0-9_]*")
+            )
+        elif name.upper().startswith("KEYFENCE_"):
+            problems.append(
+                (where, f"environment variable {brief(name)}: the KEYFENCE_ prefix is reserved for keyfence")
+            )
+        elif SECRET_LOOKING_ENV.search(name):
+            problems.append(
+                (
+                    where,
+                    f"environment variable {brief(name)} looks like a credential: env holds plain values "
+                    "only; the key is mounted as files under /var/run/keyfence/key",
+                )
+            )
     return problems
 
 
@@ -177,8 +211,7 @@ def _permissions_fit_role(loc: tuple[Any, ...], sub: dict[str, Any], proc: dict[
         problems.append(
             (
                 (*loc, "permissions"),
-                f"not {venue} permission ids: {brief_list(unknown)}; {venue} permissions are "
-                f"{', '.join(sorted(perms.PERMISSION_IDS[venue]))}",
+                f"not {venue} permission ids: {brief_list(unknown)}; {perms.unknown_advice(venue, unknown)}",
             )
         )
     unknown_set = set(unknown)  # a list here would make long permission lists quadratic

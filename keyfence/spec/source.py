@@ -237,7 +237,7 @@ def parse_yaml(text: str, source: str) -> Any:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        problem = exc.problem or exc.context or "invalid YAML"
+        problem = yaml_problem(exc.problem or exc.context or "", exc.context or "")
         raise SpecError(f"{where}: invalid YAML: {problem}") from None
     except yaml.YAMLError as exc:
         raise SpecError(f"{source}: invalid YAML: {type(exc).__name__}") from None
@@ -251,6 +251,58 @@ def parse_yaml(text: str, source: str) -> Any:
             problems=[f"{source}:{line}:{col}: {msg}" for (line, col), msg in sorted(loader.duplicate_keys)],
         )
     return data
+
+
+_INDENT_HINT = (
+    "this line does not fit the block above it: line it up with the entries it belongs to "
+    "(spaces only, the same indentation as its siblings), and write each entry as 'key: value' or '- item'"
+)
+_YAML_PROBLEMS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern), sentence)
+    for pattern, sentence in (
+        (
+            r"^expected <block end>, but found '-'",
+            "a list item '- ...' where a 'key: value' entry belongs; "
+            "indent it under the key that holds the list",
+        ),
+        (r"^expected <block end>, but found", _INDENT_HINT),
+        (
+            r"^mapping values are not allowed here",
+            "a ':' where YAML did not expect one: an entry missing its own line or indentation, "
+            "or a value containing ': ' that needs quotes",
+        ),
+        (
+            r"^could not find expected ':'",
+            "a line that is not 'key: value' inside a mapping; add the ':' or fix the indentation",
+        ),
+        (
+            r"^found character '\\t' that cannot start any token",
+            "a tab character: YAML indents with spaces only",
+        ),
+        (r"^found undefined alias '(?P<name>.*)'", "the alias *{name} refers to no anchor &{name} above it"),
+        (r"^found unexpected end of stream", "the file ends inside a quoted value: close the quote"),
+        (
+            r"^expected ',' or '(?P<close>[\]}])'",
+            "an inline list or mapping ('[...]' or '{{...}}') is not closed with '{close}', or misses a ','",
+        ),
+        (r"^found duplicate anchor", "the same &anchor is defined twice; rename one"),
+        (
+            r"^expected '<document start>'",
+            "more than one YAML document or stray text after the spec; a spec is one document",
+        ),
+        (r"^but found another document", "a second document ('---'); a spec is one document"),
+    )
+)
+
+
+def yaml_problem(problem: str, context: str) -> str:
+    """PyYAML's parser words (``expected <block end>, but found '?'``) as a sentence for a person."""
+    for pattern, sentence in _YAML_PROBLEMS:
+        match = pattern.search(problem)
+        if match:
+            return sentence.format(**match.groupdict())
+    readable = re.sub(r"'?<(block|flow|stream|document) ?(\w*)[^>]*>'?", r"the \1 \2", problem)
+    return " ".join(readable.split()) or "the text is not valid YAML here"
 
 
 _LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
@@ -269,7 +321,7 @@ def brief(value: Any) -> str:
     try:
         text = repr(value)
     except (ValueError, RecursionError):  # an int beyond str()'s digit limit, a very deep list
-        return f"a {kind_of(value)}"
+        return kind_of(value)
     return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
 
 
@@ -280,12 +332,20 @@ def brief_list(items: list[str]) -> str:
 
 
 def kind_of(value: Any) -> str:
-    """The YAML word for a value's type: internal container classes stay internal."""
+    """What a value is, in the words of someone editing YAML: never a Python class name."""
+    if value is None:
+        return "nothing (the field is empty)"
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (a boolean)"
     if isinstance(value, dict):
-        return "mapping"
+        return "a mapping"
     if isinstance(value, list):
-        return "list"
-    return type(value).__name__
+        return "a list"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    return "a date" if type(value).__name__ in ("date", "datetime") else "a value of another type"
 
 
 def locate(data: Any, loc: tuple[Any, ...]) -> tuple[int, int]:

@@ -8,6 +8,8 @@ pooled session with retries limited to failures safe to repeat (``transport``), 
 key material or a credential.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     KeyAccessDeniedError,
     KeyNotFoundError,
@@ -17,10 +19,27 @@ from .errors import (
     VaultRequestError,
     VaultUnavailableError,
 )
-from .kv import KV2Client, connect
 from .metadata import KeyMetadata, KeyVersion
 from .settings import VaultSettings
-from .transport import read_many
+
+if TYPE_CHECKING:
+    from .kv import KV2Client, connect
+    from .transport import read_many
+
+_LAZY = {"KV2Client": ".kv", "connect": ".kv", "read_many": ".transport"}
+"""Loaded on first use: hvac and requests cost a noticeable part of a second to import, and
+``keyfence check --offline`` (or a spec error) never talks to Vault."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "KV2Client",

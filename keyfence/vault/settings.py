@@ -248,6 +248,16 @@ class _EnvReader:
         except ValueError:
             self.problem(f"VAULT_ADDR={raw!r} has an invalid port")
             return None
+        segments = [s for s in parts.path.split("/") if s]
+        if "v1" in segments:
+            # Every request already goes to <VAULT_ADDR>/v1/...; '/v1' here doubles it and each
+            # answer would be a misleading 'no such mount'.
+            base = f"{parts.scheme}://{parts.netloc}" + "/".join(["", *segments[: segments.index("v1")]])
+            self.problem(
+                f"VAULT_ADDR={raw!r} includes the API path /v1: give the server's address only "
+                f"(VAULT_ADDR={base}); the Vault client adds /v1 itself"
+            )
+            return None
         return raw.rstrip("/")
 
     def choice(self, name: str, allowed: tuple[str, ...], default: str) -> str:

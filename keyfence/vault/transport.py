@@ -60,6 +60,11 @@ R = TypeVar("R")
 _SEALED = re.compile(r"\bsealed\b", re.I)
 _CAS_MISMATCH = re.compile(r"check-and-set", re.I)
 NO_ROUTE = re.compile(r"no handler for route", re.I)
+_INVALID_TOKEN = re.compile(r"invalid token|bad token|token (is )?expired", re.I)
+_POLICY_DENIAL = re.compile(r"\d+ errors? occurred", re.I)
+"""Vault wraps an ACL denial of a live token in a multierror ('1 error occurred: permission denied');
+a token it does not know at all gets a bare 'permission denied' (or 'invalid token')."""
+_PLAIN_HTTP = re.compile(r"WRONG_VERSION_NUMBER|wrong version number|record layer failure|http request", re.I)
 _MEDIA_TYPE = re.compile(r"^[A-Za-z0-9.+-]{1,40}/[A-Za-z0-9.+-]{1,60}$")
 
 _UNKNOWN: Final = ""
@@ -79,6 +84,12 @@ def _vault_said(exc: hvac.exceptions.VaultError, secrets: Iterable[str]) -> str:
     text = "; ".join(" ".join(str(e).replace("*", " ").split()) for e in errors if str(e).strip())
     text = _scrub(text, secrets)
     return text[:300] + ("..." if len(text) > 300 else "")
+
+
+def _ssl_reason(exc: BaseException) -> str:
+    """The OpenSSL reason code (``WRONG_VERSION_NUMBER``), never the whole nested repr."""
+    match = re.search(r"\[SSL: ([A-Z0-9_]+)\]", str(exc))
+    return match[1] if match else type(exc).__name__
 
 
 def errors_text(exc: hvac.exceptions.VaultError) -> str:
@@ -318,10 +329,21 @@ class Transport:
         addr = self.addr
         tries = f" ({attempts} attempts)" if attempts > 1 else ""
         during = f"while trying to {op.action} {op.ref}"
+        if isinstance(exc, requests.exceptions.SSLError) and _PLAIN_HTTP.search(str(exc)):
+            return VaultUnavailableError(
+                f"Vault at {addr} answered in plain HTTP, not TLS, {during}: the server does not serve "
+                "https on this port; use http:// in VAULT_ADDR if it is a dev or loopback server, or "
+                "enable TLS on it"
+            )
+        if isinstance(exc, requests.exceptions.SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            return VaultUnavailableError(
+                f"TLS with Vault at {addr} failed {during}: its certificate is not trusted; set "
+                "VAULT_CACERT to the CA bundle that signed Vault's certificate"
+            )
         if isinstance(exc, requests.exceptions.SSLError):
             return VaultUnavailableError(
-                f"TLS with Vault at {addr} failed {during}: its certificate is not trusted or the handshake "
-                "failed; set VAULT_CACERT to the CA bundle that signed Vault's certificate"
+                f"TLS with Vault at {addr} failed {during}: the handshake failed ({_ssl_reason(exc)}); "
+                "check that VAULT_ADDR names Vault's TLS port, and VAULT_CACERT"
             )
         if isinstance(exc, requests.exceptions.ConnectTimeout):
             return VaultUnavailableError(
@@ -407,8 +429,7 @@ class Transport:
         )
         return VaultUnavailableError(
             f"Vault at {self.addr} rejected the token while trying to {op.action} {op.ref}: "
-            "it is expired, revoked or unknown (it cannot look itself up either; "
-            f"a token without the 'default' policy looks the same); {how}"
+            f"it is expired, revoked or unknown to this server; {how}"
         )
 
     def _token_is_rejected(self) -> bool:
@@ -422,8 +443,14 @@ class Transport:
                 try:
                     self._client.auth.token.lookup_self()
                     self._token_rejected = False
-                except (hvac.exceptions.Forbidden, hvac.exceptions.Unauthorized):
+                except hvac.exceptions.Unauthorized:
                     self._token_rejected = True
+                except hvac.exceptions.Forbidden as exc:
+                    # A live token without the 'default' policy may not look itself up either; only
+                    # an unwrapped denial, or one naming the token, means the token itself is dead.
+                    said = errors_text(exc)
+                    dead = bool(_INVALID_TOKEN.search(said)) or not _POLICY_DENIAL.search(said)
+                    self._token_rejected = dead
                 except (hvac.exceptions.VaultError, requests.RequestException):
                     return False
             return self._token_rejected

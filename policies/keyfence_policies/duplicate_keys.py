@@ -73,10 +73,25 @@ def _identity_findings(workload: Workload, own: list[Identity], config: PackConf
         yield Finding(
             f"{workload.ref}: unverifiable key identity: neither the workload nor its key Secret carries a "
             f"{config.annotations.fingerprint} annotation, so the same API key stored under a second Vault "
-            "path would go unnoticed. Deploy through keyfence (it annotates the key's SHA-256 "
-            "fingerprint), or set requireFingerprint: false only for offline checks that cannot read Vault.",
+            f"path would go unnoticed. {_fingerprint_advice(own)}",
             workload.urn,
         )
+
+
+def _fingerprint_advice(own: list[Identity]) -> str:
+    """A key named by its Vault path lacks the fingerprint in its Vault metadata: fix it there."""
+    vault = sorted(i.value for i in own if i.kind == "vault")
+    if vault:
+        return (
+            f"The key's Vault metadata ({', '.join(vault)}) records no fingerprint: re-register the key with "
+            "'keyfence keys register --rotate', or add it with 'bao kv metadata patch "
+            "-custom-metadata=fingerprint=<sha256 of api_key>' (docs/pipeline.md); or give the check a token "
+            "that may read the key's data, so keyfence computes it."
+        )
+    return (
+        "Deploy it through keyfence (which annotates the key's SHA-256 fingerprint), or set "
+        "requireFingerprint: false only for offline checks that cannot read Vault."
+    )
 
 
 def check(index: StackIndex, config: PackConfig) -> Iterator[Finding]:

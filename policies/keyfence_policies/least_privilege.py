@@ -19,6 +19,7 @@ from .permissions import (
     excess,
     explain_excess,
     parse_permissions,
+    unknown_advice,
     unknown_ids,
 )
 from .rule import Finding, Rule, each_key_bearing
@@ -123,8 +124,7 @@ def _workload_findings(workload: Workload, index: StackIndex, config: PackConfig
         if unknown:
             yield Finding(
                 f"{workload.ref}: {permissions_key} lists {', '.join(unknown)}, not permissions of a "
-                f"{venue} key (known: {', '.join(sorted(PERMISSION_IDS[venue]))}). Fix the typo; unknown "
-                "rights cannot be bounded.",
+                f"{venue} key: {unknown_advice(venue, unknown)}.",
                 workload.urn,
             )
     withdrawals = sorted(WITHDRAWAL_IDS.intersection(ids))

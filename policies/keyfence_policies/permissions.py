@@ -91,6 +91,29 @@ def unknown_ids(venue: str, ids: Iterable[str]) -> list[str]:
     return sorted({i for i in ids if i not in vocabulary})
 
 
+def venue_of(ids: Iterable[str]) -> str | None:
+    """The one venue whose vocabulary holds every id, if exactly one does: a key of the wrong
+    venue (futures ids on a spot process) is not a typo and needs another key, not an edit."""
+    wanted = set(ids)
+    venues = [v for v, vocabulary in PERMISSION_IDS.items() if wanted and wanted <= vocabulary]
+    return venues[0] if len(venues) == 1 else None
+
+
+def unknown_advice(venue: str, unknown: Iterable[str]) -> str:
+    """What to do about ids that are not permissions of ``venue``: the real cause, then the fix."""
+    other = venue_of(unknown)
+    if other is not None and other != venue:
+        return (
+            f"they are {other} permissions: this is a {other} key on a {venue} process. Create a {venue} "
+            f"key for it on Kraken and register it (keyfence keys register --rotate), or move the "
+            f"process to a {other} subaccount"
+        )
+    return (
+        f"{venue} permissions are {', '.join(sorted(PERMISSION_IDS.get(venue, frozenset())))}; "
+        "correct the misspelt ids (unknown rights cannot be bounded)"
+    )
+
+
 def allowance(
     role: str,
     venue: str,

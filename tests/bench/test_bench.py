@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -209,4 +210,8 @@ def test_python_m_bench_runs_end_to_end_on_a_real_openbao(tmp_path: Path) -> Non
     assert "keyfence check end to end" in table and "check / floor" in table and "targets" in table
     text = md.read_text()
     assert text.count("| keyfence check end to end (whole process) (s) |") == 1 and "Machine:" in text
-    assert "(results:" not in text, "nothing but the tables goes into the markdown"
+    # The table is what README.md and bench/RESULTS.md paste: it opens with its sentence, and no
+    # stray repr (such as a function's signature) is ever printed or written before it.
+    assert text.startswith("Fleets across ")
+    for output in (text, table):
+        assert not re.search(r"^\(.*\) -> ", output, re.M)

@@ -310,3 +310,22 @@ def test_comment_names_code_and_mode_and_falls_back_without_a_report(
     assert ("1 mandatory violation" in body) is has_report
     assert ("No report was produced" in body) is not has_report
     assert summary.read_text() == body
+
+
+@pytest.mark.skipif(BASH is None, reason="needs bash")
+@pytest.mark.parametrize("report_bytes", [59_000, 70_000])
+def test_comment_fits_githubs_limit_and_says_when_it_was_cut(
+    pr: dict[str, Any], tmp_path: Path, report_bytes: int
+) -> None:
+    compose = next(s for s in steps(pr, "keyfence-check") if s.get("name") == "Compose the PR comment")
+    body = ("- violation line\n" * (report_bytes // 17 + 1))[:report_bytes]
+    (tmp_path / "keyfence.md").write_text(body)
+    env = {"CODE": "1", "MODE": "offline: test", "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md")}
+    result = run_step(compose["run"], tmp_path, env)
+    assert result.returncode == 0, result.stderr
+    comment = (tmp_path / "keyfence-comment.md").read_text()
+    assert len(comment) <= 65_536
+    if report_bytes <= 60_000:
+        assert body in comment and "Report cut" not in comment  # a report keyfence wrote is never cut
+    else:
+        assert "Report cut" in comment and str(report_bytes) in comment

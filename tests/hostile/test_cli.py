@@ -80,7 +80,11 @@ def test_hostile_specs_make_check_and_plan_exit_2_naming_the_file(text: str) -> 
             "check", "--offline", "--spec", str(path), "--format", "sarif", "--output", str(report)
         )
         assert_refused(check, path)
-        assert not report.exists(), "no report for a spec that could not be read"
+        # Exit 2 still writes the report asked for: an error result, never a passing run.
+        sarif = json.loads(report.read_text())
+        (run,) = sarif["runs"]
+        assert run["invocations"][0]["executionSuccessful"] is False
+        assert run["results"] and all(r["level"] == "error" for r in run["results"])
 
 
 def alias_bomb() -> str:

@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 
 from keyfence.check import runner as check_module
 from keyfence.check.harness import collect
-from keyfence.check.report import CHECK_FORMATS, check_rich, plan_json, render_check
+from keyfence.check.output import render_check
+from keyfence.check.report import CHECK_FORMATS, check_rich, plan_json
 from keyfence.check.runner import _result, process_rows
 from keyfence.check.verdict import Analysis, PolicyMeta, Violation
 from keyfence.cli.app import app
@@ -103,7 +104,19 @@ def json_report() -> dict[str, Any]:
 
 
 def test_json_report_has_exactly_the_documented_keys(json_report: dict[str, Any]) -> None:
-    assert set(json_report) == {"ok", "resources", "policies", "violations", "offline", "spec"}
+    assert set(json_report) == {
+        "ok",
+        "verdict",
+        "resources",
+        "policies",
+        "levels",
+        "disabled",
+        "advisory_only",
+        "weakened",
+        "violations",
+        "offline",
+        "spec",
+    }
     assert json_report["ok"] is True and json_report["offline"] is True
     assert json_report["spec"] == EXAMPLE_SPEC
     assert json_report["policies"] == TESTPACK_POLICIES
@@ -112,7 +125,7 @@ def test_json_report_has_exactly_the_documented_keys(json_report: dict[str, Any]
     # ServiceAccount, Secret and Deployment.
     assert json_report["resources"] == 3 * len(spec.subaccounts) + 4 * len(spec.entries())
     for violation in json_report["violations"]:
-        assert set(violation) == {"policy", "level", "urn", "message"}
+        assert set(violation) == {"policy", "level", "urn", "message", "file", "line"}
         assert violation["level"] in ("advisory", "mandatory")
     digests = [v for v in json_report["violations"] if v["policy"] == "advisory-image-digest"]
     assert len(digests) == len(spec.entries())

@@ -227,3 +227,11 @@ def test_require_permissions_false_skips_only_keys_that_declare_none() -> None:
     assert "has no keyfence.io/permissions" in " ".join(v.message for v in run(POLICY, stack, {}))
     violations = run(POLICY, stack, {"requirePermissions": False})
     assert urns(violations) == [deployment_urn(greedy)]
+
+
+def test_a_key_of_the_other_venue_is_named_as_such_not_as_a_typo() -> None:
+    p = Proc("momentum", "executor", permissions=["query-funds", "modify-orders"])  # spot ids, futures
+    violations = run(POLICY, clean_stack([p]))
+    messages = " ".join(v.message for v in violations)
+    assert "spot permissions: this is a spot key on a futures process" in messages
+    assert "typo" not in messages.lower() and "misspelt" not in messages
