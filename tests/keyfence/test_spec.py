@@ -253,7 +253,7 @@ def test_merged_in_keys_come_first_then_the_mappings_own() -> None:
 @pytest.mark.parametrize(
     ("line", "says"),
     [
-        ("env: {FLAG: on}", "expected a string (quote it), got bool"),
+        ("env: {FLAG: on}", "expected text, got true (a boolean)"),
         ("resources: {limits: {memory: 1e3}}", "'1e3' is not a Kubernetes"),
         ("env: !!python/object:os.system {FLAG: x}", "could not determine a constructor"),
         ("env: !local {FLAG: x}", "could not determine a constructor"),
