@@ -55,7 +55,11 @@ def secret_store_spec(key: ResolvedKey, role: str, operators: OperatorSection) -
 
 
 def external_secret_spec(
-    key: ResolvedKey, secret: str, labels: dict[str, str], annotations: dict[str, str], operators: OperatorSection
+    key: ResolvedKey,
+    secret: str,
+    labels: dict[str, str],
+    annotations: dict[str, str],
+    operators: OperatorSection,
 ) -> dict[str, Any]:
     pin = operators.restart == "keyfence-annotation" and key.version is not None
 

@@ -43,7 +43,11 @@ def vault_auth_spec(key: ResolvedKey, role: str, operators: OperatorSection) -> 
 
 
 def static_secret_spec(
-    key: ResolvedKey, secret: str, labels: dict[str, str], annotations: dict[str, str], operators: OperatorSection
+    key: ResolvedKey,
+    secret: str,
+    labels: dict[str, str],
+    annotations: dict[str, str],
+    operators: OperatorSection,
 ) -> dict[str, Any]:
     entry = key.entry
     return {

@@ -215,8 +215,8 @@ class Process(_Strict):
     allow_withdrawals: StrictBool = Field(
         False, description="Only for role treasury on the master: lets its key hold withdrawal rights."
     )
-    delivery: Delivery | None = Field(None, description="How the key reaches the pod; default: the subaccount's.")
-    workload: WorkloadKind | None = Field(None, description="deployment or statefulset; default: the subaccount's.")
+    delivery: Delivery | None = Field(None, description="Key delivery; default: its subaccount's.")
+    workload: WorkloadKind | None = Field(None, description="Workload kind; default: its subaccount's.")
     termination_grace_period_seconds: Grace | None = Field(None, description=GRACE_DESCRIPTION)
 
     @field_validator("name")
@@ -286,8 +286,8 @@ class Subaccount(_Strict):
         description="Must be true on a non-master spot subaccount: Kraken offers those to institutions only.",
     )
     processes: list[Process] = Field(min_length=1, description="The processes trading in this subaccount.")
-    delivery: Delivery | None = Field(None, description="How its keys reach their pods; default: the fleet's.")
-    workload: WorkloadKind | None = Field(None, description="deployment or statefulset; default: the fleet's.")
+    delivery: Delivery | None = Field(None, description="How its keys reach the pods; default: the fleet's.")
+    workload: WorkloadKind | None = Field(None, description="Workload kind; default: the fleet's.")
     termination_grace_period_seconds: Grace | None = Field(None, description=GRACE_DESCRIPTION)
 
     @field_validator("name")

@@ -151,6 +151,7 @@ RULE = Rule(
     level="mandatory",
     check=check,
     remediation="Deploy each key-bearing process as a Deployment with replicas: 1 and strategy Recreate, "
-    "or a StatefulSet with replicas: 1, and scale by adding processes (each with its own key), never replicas.",
+    "or a StatefulSet with replicas: 1, and scale by adding processes (each with its own key), never "
+    "replicas.",
     flags=(REQUIRE_STATEFULSET,),
 )
