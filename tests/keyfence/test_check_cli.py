@@ -109,12 +109,8 @@ def test_json_report_has_exactly_the_documented_keys(json_report: dict[str, Any]
     assert json_report["policies"] == TESTPACK_POLICIES
     spec = example_spec()
     # Per subaccount a component, Namespace and NetworkPolicy; per process a component,
-    # ServiceAccount, Secret (or the operator's resource) and Deployment, plus a VaultAuth
-    # or SecretStore in an operator mode and a governing Service for a StatefulSet.
-    per_process = [
-        4 + int(e.operator_delivered) + int(e.workload == "statefulset") for e in spec.entries()
-    ]
-    assert json_report["resources"] == 3 * len(spec.subaccounts) + sum(per_process)
+    # ServiceAccount, Secret and Deployment.
+    assert json_report["resources"] == 3 * len(spec.subaccounts) + 4 * len(spec.entries())
     for violation in json_report["violations"]:
         assert set(violation) == {"policy", "level", "urn", "message"}
         assert violation["level"] in ("advisory", "mandatory")

@@ -22,7 +22,7 @@ from keyfence.keys import METADATA_FINGERPRINT, METADATA_PERMISSIONS, METADATA_S
 from keyfence.material import KeyMaterial
 from keyfence.program import ProgramOptions, run
 from keyfence.spec import FleetSpec, ProcessEntry, load_spec
-from tests.fleet_fixtures import EXAMPLE_SPEC, ROOT
+from tests.fleet_fixtures import ROOT
 from tests.openbao import OpenBao
 
 pytestmark = pytest.mark.vault
@@ -231,12 +231,15 @@ def test_each_process_policy_reads_only_its_own_key(
     del client
 
 
+OPERATORS_EXAMPLE = str(ROOT / "examples" / "fleet-operators.yaml")
+
+
 def test_vault_policies_command_and_docs_agree() -> None:
-    result = CliRunner().invoke(app, ["vault-policies", "--spec", EXAMPLE_SPEC])
+    result = CliRunner().invoke(app, ["vault-policies", "--spec", OPERATORS_EXAMPLE])
     assert result.exit_code == EXIT_OK, result.stdout
-    assert result.stdout == render(load_spec(EXAMPLE_SPEC))
+    assert result.stdout == render(load_spec(OPERATORS_EXAMPLE))
     documented = (ROOT / "docs" / "vault-policies" / "operators-example.hcl").read_text(encoding="utf-8")
-    assert result.stdout == documented, "regenerate: keyfence vault-policies --spec examples/fleet.yaml"
+    assert result.stdout == documented, "regenerate: keyfence vault-policies --spec examples/fleet-operators.yaml"
     assert 'path "secret/data/kraken/momentum/risk-v2"' in documented
     assert "bound_service_account_names=risk" in documented
 

@@ -27,10 +27,6 @@ from keyfence.spec import FleetSpec, load_spec_text
 from tests.fleet_fixtures import example_spec, resolved_keys
 
 DECLARED_KINDS = {"Namespace", "NetworkPolicy", "ServiceAccount", "Secret", "Deployment"}
-EXAMPLE_KINDS = DECLARED_KINDS | {"StatefulSet", "Service"}
-"""examples/fleet.yaml also runs one process as a StatefulSet (its governing Service beside it)."""
-OPERATOR_GROUPS = ("secrets.hashicorp.com/", "external-secrets.io/")
-"""Custom resources of the operator modes: validated against their CRDs in test_delivery_schemas."""
 STRICT_SCHEMA_DIR = re.compile(r"v(\d+)\.(\d+)\.(\d+)-local-strict")
 
 
@@ -126,11 +122,9 @@ def test_every_declared_kind_validates_strictly(
         if not resource.custom:
             continue
         body = manifest(resource)
-        if body["apiVersion"].startswith(OPERATOR_GROUPS):
-            continue
         kubernetes_validate.validate(body, version, strict=True)
         kinds[body["kind"]] += 1
-    assert set(kinds) == (EXAMPLE_KINDS if fleet == "example" else DECLARED_KINDS), kinds
+    assert set(kinds) == DECLARED_KINDS, kinds
 
 
 def test_the_large_fleet_is_what_it_claims(fleets: dict[str, tuple[FleetSpec, Collected]]) -> None:
