@@ -99,8 +99,13 @@ def declare(
     proc = entry.process
     namespace = entry.subaccount.name
     selector = {L.SUBACCOUNT: namespace, L.PROCESS: proc.name}
-    metadata = {"name": proc.name, "namespace": namespace, "labels": labels, "annotations": annotations}
-    template = {
+    metadata: k8s.meta.v1.ObjectMetaArgsDict = {
+        "name": proc.name,
+        "namespace": namespace,
+        "labels": labels,
+        "annotations": annotations,
+    }
+    template: k8s.core.v1.PodTemplateSpecArgsDict = {
         "metadata": {"labels": labels, "annotations": pod_annotations},
         "spec": pod_spec(key, secret),
     }
