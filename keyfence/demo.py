@@ -40,6 +40,8 @@ from .spec import FleetSpec, ProcessEntry, load_spec
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 EXAMPLE_SPEC: Final = "examples/fleet.yaml"
+OPERATORS_SPEC: Final = "examples/fleet-operators.yaml"
+"""The same fleet and keys with one process delivered by an operator: what step 4 checks."""
 TOTAL_STEPS: Final = 6
 CLI_ENTRY: Final = "import sys; from keyfence.cli import main; sys.exit(main())"
 """The console script's own entry point, run with this interpreter so the checkout's code is used."""
@@ -202,6 +204,8 @@ class Demo:
         self.root = root
         self.spec_arg = spec
         self.fleet: FleetSpec = load_spec(root / spec)
+        self.check_spec_arg = OPERATORS_SPEC if spec == EXAMPLE_SPEC else spec
+        self.check_fleet: FleetSpec = load_spec(root / self.check_spec_arg)
         self.materials: dict[str, KeyMaterial] = {}
         self.vault: DevVault | None = None
         self.results: list[tuple[int, str, bool, str]] = []
@@ -311,9 +315,23 @@ class Demo:
         self.screen.say(
             "The Pulumi program under mocks plus the CrossGuard policy pack, as a pull request runs them."
         )
-        run = self.keyfence("check", "--spec", self.spec_arg)
-        self.expect(run, EXIT_OK, "PASSED", *(f"subaccount {s.name}" for s in self.fleet.subaccounts))
-        return "passed: one key per process, one subaccount per strategy"
+        run = self.keyfence("check", "--spec", self.check_spec_arg)
+        self.expect(run, EXIT_OK, "PASSED", *(f"subaccount {s.name}" for s in self.check_fleet.subaccounts))
+        operator_fed = [e for e in self.check_fleet.entries() if e.operator_delivered]
+        for entry in operator_fed:
+            self.screen.say(
+                f"{entry.ref} is delivered by {entry.delivery} as a {entry.workload}: its key never enters "
+                "Pulumi state; the operator reads it in the cluster with this least-privilege Vault access:"
+            )
+        if operator_fed:
+            policies = self.keyfence("vault-policies", "--spec", self.check_spec_arg)
+            self.expect(
+                policies, EXIT_OK, *(f"keyfence-{e.subaccount.name}-{e.process.name}" for e in operator_fed)
+            )
+        return (
+            "passed: one key per process, one subaccount per strategy "
+            f"({len(operator_fed)} process(es) delivered by an operator)"
+        )
 
     def step_refuse(self) -> str:
         subaccount, process = SHARED_SOURCE

@@ -1,8 +1,7 @@
 """Kubernetes resources for a verified fleet: a Namespace per subaccount, a hardened pod per process.
 
-Each process gets its own ServiceAccount, its own immutable key Secret and a Deployment
-that can never run two pods at once (``replicas: 1``, ``Recreate``): a rolling update
-would briefly run two pods on one key and break its nonce sequence.
+Each process gets its own ServiceAccount, its own key Secret (declared by the program, or
+synced by an operator: ``delivery``) and one single-writer workload (``workload``).
 """
 
 from __future__ import annotations
@@ -14,19 +13,24 @@ import pulumi_kubernetes as k8s
 from keyfence_policies import labels as L
 from keyfence_policies.permissions import format_permissions
 
+from . import delivery, workload
+from .delivery.pulumi_secret import NOT_FETCHED, secret_name
 from .keys import ResolvedKey
-from .spec import FleetSpec, ProcessEntry, Subaccount
+from .spec import FleetSpec, OperatorSection, ProcessEntry, Subaccount
+from .workload import KEY_FILE_MODE, KEY_VOLUME, RUN_AS
 
-KEY_VOLUME = "exchange-key"
-KEY_FILE_MODE = 0o400
-RUN_AS = 10001
-NOT_FETCHED = "<not fetched: keyfence check reads key metadata only>"
-"""Stands in for key material when the program runs in check or offline mode."""
-
-
-def secret_name(process: str, version: int | None) -> str:
-    """The key Secret's name; a new Vault version gets a new Secret, so rotation replaces it."""
-    return f"{process}-key-v{version}" if version is not None else f"{process}-key"
+__all__ = [
+    "KEY_FILE_MODE",
+    "KEY_VOLUME",
+    "NOT_FETCHED",
+    "RUN_AS",
+    "ProcessResources",
+    "SubaccountResources",
+    "declare_fleet",
+    "key_annotations",
+    "process_labels",
+    "secret_name",
+]
 
 
 def process_labels(entry: ProcessEntry) -> dict[str, str]:
@@ -67,13 +71,14 @@ def _bool(value: bool) -> str:
 
 
 class ProcessResources(pulumi.ComponentResource):
-    """One process: ServiceAccount, immutable key Secret and a single-writer hardened Deployment."""
+    """One process: ServiceAccount, the delivery of its key, and its single-writer hardened workload."""
 
     def __init__(
         self,
         key: ResolvedKey,
         namespace: k8s.core.v1.Namespace,
         master_subaccounts: frozenset[str],
+        operators: OperatorSection,
         opts: pulumi.ResourceOptions,
     ) -> None:
         entry = key.entry
@@ -92,7 +97,6 @@ class ProcessResources(pulumi.ComponentResource):
             opts=child,
         )
 
-        name = secret_name(proc.name, key.version)
         secret_labels = {
             **labels,
             L.EXCHANGE_KEY: "true",
@@ -104,54 +108,29 @@ class ProcessResources(pulumi.ComponentResource):
         }
         if key.fingerprint:
             secret_labels[L.FINGERPRINT_LABEL] = key.fingerprint[: L.FINGERPRINT_LABEL_LENGTH]
-        material = key.material
-        data = (
-            {"api_key": material.api_key, "api_secret": material.api_secret}
-            if material is not None
-            else dict.fromkeys(L.KEY_FILES, NOT_FETCHED)
+        delivered = delivery.declare(
+            key,
+            delivery.SecretMeta(secret_labels, annotations),
+            operators,
+            pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[self.service_account])),
         )
-        self.secret = k8s.core.v1.Secret(
-            f"{entry.ref}/key",
-            metadata={
-                "name": name,
-                "namespace": namespace_name,
-                "labels": secret_labels,
-                "annotations": annotations,
-            },
-            type="Opaque",
-            immutable=True,
-            string_data=pulumi.Output.secret(data),
-            opts=pulumi.ResourceOptions.merge(
-                child, pulumi.ResourceOptions(additional_secret_outputs=["data", "stringData"])
-            ),
-        )
-
-        self.deployment = k8s.apps.v1.Deployment(
-            entry.ref,
-            metadata={
-                "name": proc.name,
-                "namespace": namespace_name,
-                "labels": labels,
-                "annotations": annotations,
-            },
-            spec={
-                "replicas": 1,
-                "strategy": {"type": "Recreate"},
-                "revision_history_limit": 3,
-                "selector": {"match_labels": {L.SUBACCOUNT: entry.subaccount.name, L.PROCESS: proc.name}},
-                "template": {
-                    "metadata": {"labels": labels, "annotations": annotations},
-                    "spec": _pod_spec(key, name),
-                },
-            },
-            opts=pulumi.ResourceOptions(
-                parent=self, depends_on=[namespace, self.secret, self.service_account]
-            ),
+        self.delivery = delivered
+        pod_annotations = {k: v for k, v in annotations.items() if k not in delivered.pod_annotations_exclude}
+        self.workload, self.extras = workload.declare(
+            key,
+            delivered.secret_name,
+            labels,
+            {**annotations, **delivered.workload_annotations},
+            pod_annotations,
+            [namespace, self.service_account, *delivered.resources],
+            self,
         )
 
         self.outputs: dict[str, Any] = {
             "namespace": namespace_name,
             "deployment": proc.name,
+            "workload": entry.workload,
+            "delivery": entry.delivery,
             "key_path": key.vault_ref,
             "fingerprint": key.fingerprint,
             "version": key.version,
@@ -159,67 +138,16 @@ class ProcessResources(pulumi.ComponentResource):
         self.register_outputs(self.outputs)
 
 
-def _pod_spec(key: ResolvedKey, secret: str) -> k8s.core.v1.PodSpecArgsDict:
-    entry = key.entry
-    proc = entry.process
-    requests, limits = proc.resources.effective()
-    env: list[k8s.core.v1.EnvVarArgsDict] = [{"name": k, "value": v} for k, v in proc.env.items()]
-    env += [
-        {"name": "KEYFENCE_KEY_DIR", "value": L.KEY_MOUNT_PATH},
-        {"name": "KEYFENCE_SUBACCOUNT", "value": entry.subaccount.name},
-        {"name": "KEYFENCE_PROCESS", "value": proc.name},
-        {"name": "KEYFENCE_ROLE", "value": proc.role},
-        {"name": "KEYFENCE_VENUE", "value": entry.subaccount.venue},
-    ]
-    return {
-        "service_account_name": proc.name,
-        "automount_service_account_token": False,
-        "enable_service_links": False,
-        "security_context": {
-            "run_as_non_root": True,
-            "run_as_user": RUN_AS,
-            "run_as_group": RUN_AS,
-            "fs_group": RUN_AS,
-            "seccomp_profile": {"type": "RuntimeDefault"},
-        },
-        "containers": [
-            {
-                "name": proc.name,
-                "image": proc.image,
-                "args": list(proc.args),
-                "env": env,
-                "resources": {"requests": requests.as_dict(), "limits": limits.as_dict()},
-                "security_context": {
-                    "allow_privilege_escalation": False,
-                    "read_only_root_filesystem": True,
-                    "run_as_non_root": True,
-                    "privileged": False,
-                    "capabilities": {"drop": ["ALL"]},
-                },
-                "volume_mounts": [
-                    {"name": KEY_VOLUME, "mount_path": L.KEY_MOUNT_PATH, "read_only": True},
-                    {"name": "tmp", "mount_path": "/tmp"},
-                ],
-            }
-        ],
-        "volumes": [
-            {
-                "name": KEY_VOLUME,
-                "secret": {
-                    "secret_name": secret,
-                    "default_mode": KEY_FILE_MODE,
-                    "items": [{"key": f, "path": f} for f in L.KEY_FILES],
-                },
-            },
-            {"name": "tmp", "empty_dir": {"size_limit": "64Mi"}},
-        ],
-    }
-
-
 class SubaccountResources(pulumi.ComponentResource):
     """One subaccount (one strategy): a labelled Namespace, default-deny ingress, and its processes."""
 
-    def __init__(self, sub: Subaccount, keys: list[ResolvedKey], master_subaccounts: frozenset[str]) -> None:
+    def __init__(
+        self,
+        sub: Subaccount,
+        keys: list[ResolvedKey],
+        master_subaccounts: frozenset[str],
+        operators: OperatorSection,
+    ) -> None:
         super().__init__("keyfence:fleet:Subaccount", sub.name, None, None)
         ns_labels = {
             L.SUBACCOUNT: sub.name,
@@ -241,7 +169,9 @@ class SubaccountResources(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.namespace]),
         )
         opts = pulumi.ResourceOptions(parent=self)
-        self.processes = [ProcessResources(key, self.namespace, master_subaccounts, opts) for key in keys]
+        self.processes = [
+            ProcessResources(key, self.namespace, master_subaccounts, operators, opts) for key in keys
+        ]
         self.register_outputs({"namespace": sub.name, "processes": [p.ref for p in self.processes]})
 
 
@@ -256,7 +186,7 @@ def declare_fleet(spec: FleetSpec, keys: list[ResolvedKey]) -> dict[str, dict[st
         by_sub[key.entry.subaccount.name].append(key)
     outputs: dict[str, dict[str, Any]] = {}
     for sub in spec.subaccounts:
-        component = SubaccountResources(sub, by_sub[sub.name], masters)
+        component = SubaccountResources(sub, by_sub[sub.name], masters, spec.operators)
         for key, proc in zip(by_sub[sub.name], component.processes, strict=True):
             outputs[key.entry.ref] = proc.outputs
     pulumi.export("processes", outputs)

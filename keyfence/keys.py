@@ -8,6 +8,11 @@ half a fleet. Modes:
   policy pack judges (another subaccount's key, excess permissions, one key under two
   paths) are declared as facts so the pack reports them; the rest stay fatal.
 - ``offline``: no Vault at all; identities by path only.
+
+A process whose key an in-cluster operator delivers (``delivery: vault-secrets-operator``
+or ``external-secrets``) is resolved from metadata only in every mode: its material never
+enters the program, so it can never reach Pulumi state. Its fingerprint must then come
+from Vault's custom metadata.
 """
 
 from __future__ import annotations
@@ -213,6 +218,16 @@ def _inspect(client: KV2Client, mount: str, entry: ProcessEntry, mode: Mode) -> 
     material: KeyMaterial | None = None
     if version_problem is not None:
         fatal.insert(0, version_problem)
+    elif entry.operator_delivered and mode == "deploy":
+        # The operator reads the key in the cluster; the program proves its identity from metadata alone.
+        if facts.fingerprint is None:
+            fatal.append(
+                f"delivery {entry.delivery} reads key metadata only, and this key's custom metadata has no "
+                f"'{METADATA_FINGERPRINT}', so a copy of it under another path could not be detected; "
+                "register it with 'keyfence keys register' (which records the fingerprint)"
+            )
+        else:
+            fingerprint, source = facts.fingerprint, "metadata"
     elif mode == "deploy":
         try:
             material = client.read_version(mount, entry.key_path, metadata.current_version)
@@ -224,6 +239,8 @@ def _inspect(client: KV2Client, mount: str, entry: ProcessEntry, mode: Mode) -> 
                 fatal.append("metadata fingerprint does not match the key stored; re-register it")
     elif facts.fingerprint is not None:
         fingerprint, source = facts.fingerprint, "metadata"
+    elif entry.operator_delivered:
+        fingerprint, source = None, "unverifiable"
     else:
         # Check mode never keeps material: it is read only to fingerprint it, then dropped.
         try:

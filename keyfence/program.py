@@ -14,6 +14,7 @@ from typing import Any
 
 import pulumi
 
+from .errors import SpecError
 from .fleet import declare_fleet
 from .keys import Mode, ResolvedKey, resolve_keys
 from .spec import FleetSpec, load_spec
@@ -73,9 +74,39 @@ def prepare(options: ProgramOptions) -> tuple[FleetSpec, list[ResolvedKey]]:
         return spec, resolve_keys(spec, client, options.mode)
 
 
+RENDER_CONFIG = "renderYamlToDirectory"
+"""The Kubernetes provider's render mode (``kubernetes:renderYamlToDirectory``): manifests go to files."""
+
+
+def refuse_render_of_material(spec: FleetSpec, render_dir: str | None) -> None:
+    """Render mode writes every input in clear to disk: allowed only when no process carries key material.
+
+    In the operator modes the manifests hold no key (an operator reads it in the cluster), so GitOps
+    users can render them; a ``pulumi-secret`` process would write its key to a YAML file.
+    """
+    if not render_dir:
+        return
+    holders = [e for e in spec.entries() if not e.operator_delivered]
+    if holders:
+        raise SpecError(
+            f"kubernetes:{RENDER_CONFIG} is set ({render_dir}): the Kubernetes provider would write "
+            f"{len(holders)} key Secret(s) to disk in clear; render mode needs delivery "
+            "vault-secrets-operator or external-secrets for every process",
+            problems=[
+                f"{e.location.file}:{e.location.line}:{e.location.column} ({e.ref}): delivery is "
+                f"{e.delivery}; set delivery: vault-secrets-operator or external-secrets, or unset "
+                f"kubernetes:{RENDER_CONFIG}"
+                for e in holders
+            ],
+        )
+
+
 def run(options: ProgramOptions) -> dict[str, dict[str, Any]]:
     """The whole program; the Pulumi entry point and ``keyfence check`` both call this."""
-    spec, keys = prepare(options)
+    spec = options.loaded if options.loaded is not None else load_spec(options.spec_path)
+    # Before Vault is read: a refused render must not have fetched any material first.
+    refuse_render_of_material(spec, pulumi.Config("kubernetes").get(RENDER_CONFIG))
+    spec, keys = prepare(ProgramOptions(options.spec_path, options.mode, options.vault, spec))
     return declare_fleet(spec, keys)
 
 

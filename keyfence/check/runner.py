@@ -36,6 +36,7 @@ SPEC_CONFIG_KEY: Final = "keyfence:spec"
 PROCESS_TYPE: Final = "keyfence:fleet:Process"
 SUBACCOUNT_TYPE: Final = "keyfence:fleet:Subaccount"
 DEPLOYMENT_TYPE: Final = "kubernetes:apps/v1:Deployment"
+STATEFULSET_TYPE: Final = "kubernetes:apps/v1:StatefulSet"
 OFFLINE_NOTE: Final = (
     "offline check: identities compared by Vault path only; fingerprints and key permissions "
     "from Vault not verified"
@@ -432,10 +433,10 @@ def whole_numbers(value: Any) -> Any:
 
 
 def process_rows(resources: list[RegisteredResource]) -> list[ProcessRow]:
-    """One row per declared Deployment, from its redacted inputs (labels and key annotations)."""
+    """One row per declared Deployment or StatefulSet, from its redacted inputs (labels, key annotations)."""
     rows = []
     for resource in resources:
-        if resource.type != DEPLOYMENT_TYPE:
+        if resource.type not in (DEPLOYMENT_TYPE, STATEFULSET_TYPE):
             continue
         metadata = _mapping(resource.inputs().get("metadata"))
         labels = _mapping(metadata.get("labels"))

@@ -396,6 +396,26 @@ def plan(
         )
 
 
+@app.command("vault-policies")
+def vault_policies(
+    spec: SpecOption = None,
+    stack: StackOption = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write the policies to this file.", dir_okay=False),
+    ] = None,
+    debug: DebugOption = False,
+) -> None:
+    """Print the least-privilege Vault policy (HCL) and Kubernetes-auth role of each operator-fed process."""
+    from ..check.runner import resolve_target
+    from ..delivery.vaultpolicy import process_access, render
+    from ..spec import load_spec
+
+    target = resolve_target(spec, stack)
+    fleet = load_spec(target.spec_path)
+    _emit(render(fleet), output, f"{len(process_access(fleet))} policies written to {output}")
+
+
 def main() -> None:
     """Console-script entry point (``keyfence = keyfence.cli:main``)."""
     app(prog_name="keyfence")

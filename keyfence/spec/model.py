@@ -16,6 +16,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     StrictBool,
+    StrictInt,
     StrictStr,
     field_validator,
 )
@@ -53,12 +54,25 @@ _SUFFIX_SCALE = {
     "Ei": Decimal(2**60),
 }
 
+Delivery = Literal["pulumi-secret", "vault-secrets-operator", "external-secrets"]
+"""How a key reaches its pod: through Pulumi state, or read in-cluster by an operator."""
+WorkloadKind = Literal["deployment", "statefulset"]
+OPERATOR_DELIVERIES: frozenset[str] = frozenset({"vault-secrets-operator", "external-secrets"})
+DURATION = re.compile(r"^[0-9]+(s|m|h)\Z")
+MAX_GRACE_SECONDS = 3600
+DEFAULT_GRACE_SECONDS = 30
+GRACE_DESCRIPTION = (
+    "terminationGracePeriodSeconds of the pod (default 30): on SIGTERM the process stops signing at once, "
+    "and is killed after this many seconds."
+)
+
 EXTRA_FIELD_HINTS = {
     "replicas": "a process is always exactly one pod: one key, one nonce sequence; "
     "to scale, add another process with its own key",
     "api_key": "key material never goes in the spec; register it with 'keyfence keys register'",
     "api_secret": "key material never goes in the spec; register it with 'keyfence keys register'",
     "secret": "key material never goes in the spec; register it with 'keyfence keys register'",
+    "terminationGracePeriodSeconds": "write it termination_grace_period_seconds",
 }
 
 
@@ -128,6 +142,7 @@ def quantity_value(value: str) -> Decimal:
 
 
 Quantity = Annotated[StrictStr, BeforeValidator(quantity_to_str)]
+Grace = Annotated[StrictInt, Field(ge=1, le=MAX_GRACE_SECONDS)]
 
 
 class _Strict(BaseModel):
@@ -200,6 +215,9 @@ class Process(_Strict):
     allow_withdrawals: StrictBool = Field(
         False, description="Only for role treasury on the master: lets its key hold withdrawal rights."
     )
+    delivery: Delivery | None = Field(None, description="Key delivery; default: its subaccount's.")
+    workload: WorkloadKind | None = Field(None, description="Workload kind; default: its subaccount's.")
+    termination_grace_period_seconds: Grace | None = Field(None, description=GRACE_DESCRIPTION)
 
     @field_validator("name")
     @classmethod
@@ -249,6 +267,9 @@ class Subaccount(_Strict):
         description="Must be true on a non-master spot subaccount: Kraken offers those to institutions only.",
     )
     processes: list[Process] = Field(min_length=1, description="The processes trading in this subaccount.")
+    delivery: Delivery | None = Field(None, description="How its keys reach the pods; default: the fleet's.")
+    workload: WorkloadKind | None = Field(None, description="Workload kind; default: the fleet's.")
+    termination_grace_period_seconds: Grace | None = Field(None, description=GRACE_DESCRIPTION)
 
     @field_validator("name")
     @classmethod
@@ -282,6 +303,51 @@ class VaultSection(_Strict):
         return result
 
 
+class OperatorSection(_Strict):
+    """Settings of the in-cluster operators that read keys from Vault (operator delivery modes only)."""
+
+    vault_address: StrictStr | None = Field(
+        None, description="Vault address the operator reaches (required for external-secrets)."
+    )
+    kubernetes_auth_mount: StrictStr = Field(
+        "kubernetes", description="Vault Kubernetes auth mount the operator logs in with."
+    )
+    audience: StrictStr = Field("vault", description="Audience of the service-account tokens sent to Vault.")
+    vault_connection: StrictStr | None = Field(
+        None, description="vault-secrets-operator VaultConnection name; default: the operator's default."
+    )
+    refresh_interval: StrictStr = Field(
+        "1h", description="How often the operator re-reads the key (e.g. 30s, 15m, 1h)."
+    )
+    restart: Literal["keyfence-annotation", "reloader"] = Field(
+        "keyfence-annotation",
+        description="external-secrets: how pods restart on rotation (pinned version + pod annotation, "
+        "or Stakater Reloader).",
+    )
+
+    @field_validator("refresh_interval")
+    @classmethod
+    def _interval(cls, value: str) -> str:
+        if not DURATION.match(value):
+            raise ValueError(f"refresh interval {brief(value)} must be a number and s, m or h (e.g. 1h)")
+        if int(value[:-1]) == 0:
+            raise ValueError("refresh interval must be above 0: 0 would read the key once and never again")
+        return value
+
+    @field_validator("kubernetes_auth_mount")
+    @classmethod
+    def _mount(cls, value: str) -> str:
+        result: str = _vault_path("kubernetes auth mount")(value)
+        return result
+
+    @field_validator("vault_address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError(f"vault address {brief(value)} must be an http(s) URL")
+        return value
+
+
 @dataclass(frozen=True)
 class Location:
     """Where a spec entry is written: file, line and column (1-based) and its dotted field path."""
@@ -303,6 +369,15 @@ class ProcessEntry:
     process: Process
     key_path: str
     location: Location
+    delivery: str = "pulumi-secret"
+    """The effective delivery: the process's, else its subaccount's, else the fleet's."""
+    workload: str = "deployment"
+    grace_seconds: int = DEFAULT_GRACE_SECONDS
+
+    @property
+    def operator_delivered(self) -> bool:
+        """True when an in-cluster operator reads the key: the program reads metadata only."""
+        return self.delivery in OPERATOR_DELIVERIES
 
     @property
     def ref(self) -> str:
@@ -316,6 +391,12 @@ class FleetSpec(_Strict):
     version: Literal[1] = Field(description="Spec format version; 1.")
     vault: VaultSection = Field(default_factory=VaultSection, description="Where keys live in Vault.")
     subaccounts: list[Subaccount] = Field(min_length=1, description="Subaccounts, each a strategy.")
+    delivery: Delivery = Field("pulumi-secret", description="How keys reach their pods, fleet-wide default.")
+    workload: WorkloadKind = Field("deployment", description="Workload kind of every process, by default.")
+    termination_grace_period_seconds: Grace = Field(DEFAULT_GRACE_SECONDS, description=GRACE_DESCRIPTION)
+    operators: OperatorSection = Field(
+        default_factory=OperatorSection, description="Settings of the operator delivery modes."
+    )
 
     _source: str = PrivateAttr("<spec>")
     _locations: dict[tuple[str, str], Location] = PrivateAttr(default_factory=dict)
@@ -333,5 +414,17 @@ class FleetSpec(_Strict):
                 location = self._locations.get(
                     (sub.name, proc.name), Location(self._source, 1, 1, f"{sub.name}/{proc.name}")
                 )
-                out.append(ProcessEntry(sub, proc, path, location))
+                out.append(
+                    ProcessEntry(
+                        sub,
+                        proc,
+                        path,
+                        location,
+                        delivery=proc.delivery or sub.delivery or self.delivery,
+                        workload=proc.workload or sub.workload or self.workload,
+                        grace_seconds=proc.termination_grace_period_seconds
+                        or sub.termination_grace_period_seconds
+                        or self.termination_grace_period_seconds,
+                    )
+                )
         return out

@@ -50,6 +50,7 @@ def cross_rules(data: Any) -> list[Problem]:
             problems += _permissions_fit_role(loc, sub, proc)
             problems += _requests_within_limits(loc, proc)
             problems += _env_names(loc, proc)
+    problems += _operator_address(data, subaccounts)
     return problems
 
 
@@ -84,6 +85,25 @@ def _env_names(loc: tuple[Any, ...], proc: dict[str, Any]) -> list[Problem]:
                 )
             )
     return problems
+
+
+def _operator_address(data: dict[str, Any], subaccounts: list[tuple[int, dict[str, Any]]]) -> list[Problem]:
+    """external-secrets needs a Vault address for its SecretStore; the other modes do not."""
+    operators = data.get("operators")
+    if isinstance(operators, dict) and operators.get("vault_address"):
+        return []
+    fleet = data.get("delivery")
+    for si, sub in subaccounts:
+        for pi, proc in _items(sub, "processes"):
+            if (proc.get("delivery") or sub.get("delivery") or fleet) == "external-secrets":
+                return [
+                    (
+                        ("subaccounts", si, "processes", pi),
+                        "this process uses delivery external-secrets, whose SecretStore needs the Vault "
+                        "address: set operators.vault_address (e.g. https://vault.example.com:8200)",
+                    )
+                ]
+    return []
 
 
 def _unique_subaccounts_one_master(subaccounts: list[tuple[int, dict[str, Any]]]) -> list[Problem]:

@@ -25,14 +25,24 @@ ROLE_ALLOWANCES_PROPERTY: Final = "roleAllowances"
 KEY_BEARING_KINDS: Final = "keyBearingKinds"
 REQUIRE_FINGERPRINT: Final = "requireFingerprint"
 REQUIRE_PERMISSIONS: Final = "requirePermissions"
+REQUIRE_STATEFULSET: Final = "requireStatefulSet"
 
 FLAG_DESCRIPTIONS: Final[Mapping[str, str]] = {
     REQUIRE_FINGERPRINT: "Report key-bearing workloads whose key has no fingerprint annotation. Set false "
     "only for offline checks that cannot see Vault.",
     REQUIRE_PERMISSIONS: "Report key-bearing workloads whose key declares no permissions. Set false only "
     "for offline checks that cannot see Vault metadata.",
+    REQUIRE_STATEFULSET: "Require every key-bearing workload to be a StatefulSet (replicas <= 1): unlike a "
+    "Deployment, it never starts a replacement pod while a deleted, evicted or drained one is still "
+    "terminating.",
 }
-"""Boolean options (default true) that single policies declare on top of the shared properties."""
+"""Boolean options that single policies declare on top of the shared properties."""
+
+FLAG_DEFAULTS: Final[Mapping[str, bool]] = {
+    REQUIRE_FINGERPRINT: True,
+    REQUIRE_PERMISSIONS: True,
+    REQUIRE_STATEFULSET: False,
+}
 
 SHARED_PROPERTIES: Final[tuple[str, ...]] = (LABELS, ANNOTATIONS, ROLE_ALLOWANCES_PROPERTY, KEY_BEARING_KINDS)
 """Properties every keyfence policy accepts."""
@@ -102,6 +112,7 @@ class PackConfig:
     key_bearing_kinds: frozenset[str] = frozenset(DEFAULT_KEY_BEARING_KINDS)
     require_fingerprint: bool = True
     require_permissions: bool = True
+    require_statefulset: bool = False
 
 
 @dataclass(frozen=True)
@@ -155,7 +166,11 @@ def schema_properties(*, flags: Collection[str] = ()) -> dict[str, dict[str, Any
         },
     }
     for flag in flags:
-        properties[flag] = {"type": "boolean", "description": FLAG_DESCRIPTIONS[flag], "default": True}
+        properties[flag] = {
+            "type": "boolean",
+            "description": FLAG_DESCRIPTIONS[flag],
+            "default": FLAG_DEFAULTS[flag],
+        }
     return properties
 
 
@@ -286,7 +301,9 @@ def parse_config(raw: object, accepted: Collection[str] = SHARED_PROPERTIES) -> 
     allowances = _parse_allowances(given.get(ROLE_ALLOWANCES_PROPERTY), errors)
     kinds = _parse_kinds(given.get(KEY_BEARING_KINDS), errors)
     flags = {
-        flag: _parse_flag(given.get(flag), flag, True, errors) if flag in accepted else True
+        flag: _parse_flag(given.get(flag), flag, FLAG_DEFAULTS[flag], errors)
+        if flag in accepted
+        else FLAG_DEFAULTS[flag]
         for flag in FLAG_DESCRIPTIONS
     }
     config = PackConfig(
@@ -296,5 +313,6 @@ def parse_config(raw: object, accepted: Collection[str] = SHARED_PROPERTIES) -> 
         key_bearing_kinds=kinds,
         require_fingerprint=flags[REQUIRE_FINGERPRINT],
         require_permissions=flags[REQUIRE_PERMISSIONS],
+        require_statefulset=flags[REQUIRE_STATEFULSET],
     )
     return ParsedConfig(config, tuple(errors))

@@ -37,7 +37,12 @@ _GROUPS: Final[dict[str, frozenset[str]]] = {
     "Namespace": frozenset({"core"}),
     "HorizontalPodAutoscaler": frozenset({"autoscaling"}),
     "ScaledObject": frozenset({"keda.sh"}),
+    "VaultStaticSecret": frozenset({"secrets.hashicorp.com"}),
+    "ExternalSecret": frozenset({"external-secrets.io"}),
 }
+
+DELIVERY_KINDS: Final[frozenset[str]] = frozenset({"VaultStaticSecret", "ExternalSecret"})
+"""Resources that make an in-cluster operator write a Secret (see ``delivered``)."""
 
 SCALER_KINDS: Final[frozenset[str]] = frozenset({"HorizontalPodAutoscaler", "ScaledObject"})
 """Resources that change a workload's replica count behind the program's back."""

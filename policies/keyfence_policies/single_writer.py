@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from .config import PackConfig
+from .config import REQUIRE_STATEFULSET, PackConfig
 from .identity import describe_key
 from .props import Node
 from .rule import MAX_NAMED, Finding, Rule, each_key_bearing, named
@@ -91,6 +91,14 @@ def _workload_findings(workload: Workload, config: PackConfig) -> Iterator[Findi
             workload.urn,
         )
         return
+    if config.require_statefulset and kind != "StatefulSet":
+        yield Finding(
+            f"{workload.ref} holds {key} but is a {kind}, and {REQUIRE_STATEFULSET} is set: when a "
+            f"{kind}'s pod is deleted, evicted or drained its replacement may start while the old pod is "
+            f"still terminating, so for up to its grace period {_NONCE}. Run it as a StatefulSet with "
+            "replicas: 1 (keyfence: workload: statefulset).",
+            workload.urn,
+        )
     spec = workload.node.get("spec")
     if kind == "Deployment":
         yield from _deployment(workload, key)
@@ -138,9 +146,12 @@ def check(index: StackIndex, config: PackConfig) -> Iterator[Finding]:
 RULE = Rule(
     name=NAME,
     description="A workload holding an exchange key runs at most one pod at any time: replicas <= 1, "
-    "Recreate rollouts, no DaemonSet/Job/CronJob, no autoscaler.",
+    "Recreate rollouts for a Deployment, no DaemonSet/Job/CronJob, no autoscaler; optionally "
+    "StatefulSets only.",
     level="mandatory",
     check=check,
     remediation="Deploy each key-bearing process as a Deployment with replicas: 1 and strategy Recreate, "
-    "and scale by adding processes (each with its own key), never replicas.",
+    "or a StatefulSet with replicas: 1, and scale by adding processes (each with its own key), never "
+    "replicas.",
+    flags=(REQUIRE_STATEFULSET,),
 )

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from .config import PackConfig
-from .kinds import SCALER_KINDS, WORKLOAD_KINDS, parse_type
+from .delivered import destination
+from .kinds import DELIVERY_KINDS, SCALER_KINDS, WORKLOAD_KINDS, parse_type
 from .props import Node, Problems
 
 DEFAULT_NAMESPACE: Final = "default"
@@ -294,12 +295,15 @@ def _workload(resource: object, kind: str, config: PackConfig) -> Workload:
     return workload
 
 
-def _secret(resource: object, config: PackConfig) -> SecretInfo:
+def _secret(resource: object, config: PackConfig, kind: str = "Secret") -> SecretInfo:
     problems = Problems()
     props = Node.root(_attr(resource, "props"), problems)
     metadata = props.get("metadata")
     namespace = metadata.get("namespace").text() or DEFAULT_NAMESPACE
     name = metadata.get("name").text() or None
+    if kind in DELIVERY_KINDS:  # an operator writes this Secret: its name and metadata are in the spec
+        written, metadata = destination(props, kind)
+        name = written or None
     if problems:  # a namespace or name that cannot be read cannot be matched to any reference
         name = None
     before = len(problems)
@@ -376,8 +380,8 @@ def build_index(resources: Iterable[object], config: PackConfig) -> StackIndex:
             workload = _workload(resource, kind, config)
             index.workloads.append(workload)
             index.by_name.setdefault((kind, workload.namespace, workload.name), []).append(workload)
-        elif kind == "Secret":
-            secret = _secret(resource, config)
+        elif kind == "Secret" or kind in DELIVERY_KINDS:
+            secret = _secret(resource, config, kind)
             if secret.name is not None:
                 index.secrets.setdefault((secret.namespace, secret.name), []).append(secret)
             elif secret.is_key or secret.key_uncertain:

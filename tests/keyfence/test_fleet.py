@@ -232,6 +232,8 @@ def test_stack_outputs_per_process(declared: tuple[Collected, list[Any]]) -> Non
         assert out == {
             "namespace": key.entry.subaccount.name,
             "deployment": key.entry.process.name,
+            "workload": "deployment",
+            "delivery": "pulumi-secret",
             "key_path": f"secret/{key.path}",
             "fingerprint": key.fingerprint,
             "version": 3,

@@ -279,3 +279,42 @@ def test_the_demo_shows_none_of_the_keys_it_generates(
     for material in run_.materials.values():
         assert fingerprint_of(material.api_key)[:PARTIAL] in out, "the keys it registered are the ones shown"
     assert not find_leaks(logs.text, run_.materials), "nor do the log records of its own process"
+
+
+# --------------------------------------------------------------------------- operator delivery modes
+
+
+@pytest.mark.parametrize("delivery", ["vault-secrets-operator", "external-secrets"])
+def test_operator_delivered_keys_are_nowhere_in_state_or_plan(
+    canary_fleet: CanaryFleet, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, delivery: str
+) -> None:
+    """momentum/risk delivered by an operator: its material is in no property, secret or plan."""
+    text = canary_fleet.spec_path.read_text(encoding="utf-8")
+    marker = "        key: kraken/momentum/risk-v2\n"
+    assert marker in text
+    variant = text.replace(marker, f"{marker}        delivery: {delivery}\n        workload: statefulset\n")
+    variant = variant.replace(
+        "subaccounts:\n", "operators:\n  vault_address: https://vault.example.com:8200\nsubaccounts:\n", 1
+    )
+    spec_path = tmp_path / "operators.yaml"
+    spec_path.write_text(variant, encoding="utf-8")
+    for name, value in canary_fleet.env.items():
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    collected = collect(lambda: run(ProgramOptions(spec_path=str(spec_path), mode="deploy")))
+    risk = {"momentum/risk": canary_fleet.materials["momentum/risk"]}
+    everything: list[str] = []
+    for resource in collected.resources:
+        plain, secret = split_by_secrecy(rpc.deserialize_properties(resource.properties, keep_unknowns=True))
+        everything += plain + secret
+        canary_fleet.assert_clean(f"plain properties of {resource.name}", *plain)
+    everything += [json.dumps(collected.stack_outputs, default=str)]
+    found = find_leaks("\n".join(everything), risk)
+    assert not found, f"operator-delivered key in Pulumi state: {found}"
+    others = {ref: m for ref, m in canary_fleet.materials.items() if ref != "momentum/risk"}
+    assert all(m.api_key in everything for m in others.values()), "the pulumi-secret keys are still there"
+    plan = canary_fleet.invoke("plan", "--spec", str(spec_path), "--format", "json")
+    assert plan.exit_code == EXIT_OK, plan.stderr
+    assert not find_leaks(plan.stdout, risk)
