@@ -14,6 +14,7 @@ from typing import Any
 
 import pulumi
 
+from .claims import current_stack
 from .fleet import declare_fleet
 from .keys import Mode, ResolvedKey, resolve_keys
 from .spec import FleetSpec, load_spec
@@ -33,6 +34,8 @@ class ProgramOptions:
     """Connection settings; ``None`` reads the standard VAULT_* variables (unused offline)."""
     loaded: FleetSpec | None = None
     """The spec at ``spec_path`` already loaded, so ``keyfence check`` parses it once, not twice."""
+    stack: str | None = None
+    """``org/project/stack`` running the keys; ``None``: the Pulumi stack this program runs in."""
 
 
 _HARNESS_OPTIONS: ContextVar[ProgramOptions | None] = ContextVar("keyfence_harness_options", default=None)
@@ -68,13 +71,13 @@ def prepare(options: ProgramOptions) -> tuple[FleetSpec, list[ResolvedKey]]:
         return spec, resolve_keys(spec, None, "offline")
     settings = options.vault or VaultSettings.from_env()
     with connect(settings) as client:
-        return spec, resolve_keys(spec, client, options.mode)
+        return spec, resolve_keys(spec, client, options.mode, options.stack or current_stack())
 
 
 def run(options: ProgramOptions) -> dict[str, dict[str, Any]]:
     """The whole program; the Pulumi entry point and ``keyfence check`` both call this."""
     spec, keys = prepare(options)
-    return declare_fleet(spec, keys)
+    return declare_fleet(spec, keys, options.stack or current_stack())
 
 
 def run_from_config() -> dict[str, dict[str, Any]]:

@@ -156,7 +156,11 @@ SpecOption = Annotated[
     ),
 ]
 StackOption = Annotated[
-    str | None, typer.Option("--stack", help="Stack name (default dev); used for URNs and to find the spec.")
+    str | None, typer.Option(
+        "--stack",
+        help="Stack: STACK or ORG/PROJECT/STACK (default dev; project from Pulumi.yaml, organization "
+        "'organization'); used for URNs, to find the spec and as the holder in the key ledger.",
+    )
 ]
 ProgramOption = Annotated[
     Path | None,
@@ -259,6 +263,7 @@ def check(
         project=target.project,
         program=program,
         config=_parse_config(config),
+        organization=target.organization,
     )
     if _debug_requested(ctx):
         for line in result.pack_logs:

@@ -4,8 +4,8 @@ hvac already models Vault's API, so each client method is one hvac call. What th
 adds around those calls, one module each: connection settings from the standard environment
 (``settings``), errors that name the Vault address, the key and what to do (``errors``), one
 pooled session with retries limited to failures safe to repeat (``transport``), key metadata
-(``metadata``) and the KV v2 operations (``kv``). No message, log line or repr ever carries
-key material or a credential.
+(``metadata``), the KV v2 operations (``kv``) and the key ledger's records (``ledger``). No
+message, log line or repr ever carries key material or a credential.
 """
 
 from .errors import (
@@ -18,11 +18,20 @@ from .errors import (
     VaultUnavailableError,
 )
 from .kv import KV2Client, connect
+from .ledger import (
+    DEFAULT_LEDGER,
+    Ledger,
+    LedgerAccessError,
+    LedgerRaceLostError,
+    LedgerRecord,
+    conflict,
+)
 from .metadata import KeyMetadata, KeyVersion
 from .settings import VaultSettings
 from .transport import read_many
 
 __all__ = [
+    "DEFAULT_LEDGER",
     "KV2Client",
     "KVMountError",
     "KeyAccessDeniedError",
@@ -30,10 +39,15 @@ __all__ = [
     "KeyNotFoundError",
     "KeyVersion",
     "KeyVersionGoneError",
+    "Ledger",
+    "LedgerAccessError",
+    "LedgerRaceLostError",
+    "LedgerRecord",
     "MalformedKeyError",
     "VaultRequestError",
     "VaultSettings",
     "VaultUnavailableError",
+    "conflict",
     "connect",
     "read_many",
 ]
