@@ -271,9 +271,9 @@ def _identity(
     if facts.fingerprint is not None and facts.fingerprint != fingerprint:
         said = f"version {facts.fingerprint_version}" if facts.fingerprint_version else "an earlier version"
         fatal.append(
-            f"metadata fingerprint does not match the key stored at version {metadata.current_version} "
-            f"(it describes {said}: rolled back, or written by hand); register the key again with "
-            "'keyfence keys register --rotate'"
+            "metadata fingerprint does not match the key stored; re-register it with 'keyfence keys "
+            f"register --rotate' (the fingerprint describes {said}, the current version is "
+            f"{metadata.current_version}: rolled back, or written by hand)"
         )
     return fingerprint, "material", material if mode == "deploy" else None, fatal
 

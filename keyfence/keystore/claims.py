@@ -145,7 +145,7 @@ def release_process(
     ]
     others = [r for r in found if r.stack != stack]
     if others and not force:
-        shown = "; ".join(f"{ledger.mount}/{r.path}: {describe(r)}" for r in others)
+        shown = "; ".join(describe(r, ledger.mount) for r in others)
         raise ClaimRefusedError(
             f"refused: {process}'s key is claimed by another stack than {stack}: {shown}; nothing was freed. "
             "Release it from that stack ('pulumi destroy', or this command with its --stack), "

@@ -290,15 +290,6 @@ def register_key(
             f"refused: {registration.ref} lies inside the key ledger ({mount}/{ledger.root}/); "
             "keys live elsewhere in the mount"
         )
-    record = ledger.read(fingerprint)
-    if record is not None and record.path != path:
-        raise RefusedError(
-            f"refused: this API key (fingerprint {fingerprint[:SHORT_FINGERPRINT]}) is already in the key "
-            f"ledger ({ledger.ref(fingerprint)}): {describe(record)}; two processes on one key interleave "
-            f"nonces. Create a separate key on Kraken for {registration.process_ref} and register that one; "
-            "nothing was written (if that path no longer holds this key, 'keyfence keys list --repair' "
-            "removes the stale record)"
-        )
     holders, unknown = _holders_of(client, mount, _scan_paths(client, registration), fingerprint, progress)
     if holders:
         where = ", ".join(f"{mount}/{p}" for p in holders)
@@ -306,6 +297,15 @@ def register_key(
             f"refused: this API key (fingerprint {fingerprint[:SHORT_FINGERPRINT]}) is already registered at "
             f"{where}; two processes on one key interleave nonces. Create a separate key on Kraken for "
             f"{registration.process_ref} and register that one; nothing was written"
+        )
+    record = ledger.read(fingerprint)
+    if record is not None and record.path != path:
+        raise RefusedError(
+            f"refused: this API key (fingerprint {fingerprint[:SHORT_FINGERPRINT]}) is already registered at "
+            f"{mount}/{record.path} (key ledger {ledger.ref(fingerprint)}, held by {record.holder()}); two "
+            f"processes on one key interleave nonces. Create a separate key on Kraken for "
+            f"{registration.process_ref} and register that one; nothing was written (if that path no "
+            "longer holds this key, 'keyfence keys list --repair' removes the stale record)"
         )
     created = False
     if record is None:
@@ -316,7 +316,7 @@ def register_key(
         except LedgerRaceLostError:
             raise RefusedError(
                 f"refused: this API key (fingerprint {fingerprint[:SHORT_FINGERPRINT]}) was registered "
-                f"concurrently: {describe(ledger.read(fingerprint))}; nothing was written"
+                f"concurrently: {describe(ledger.read(fingerprint), mount)}; nothing was written"
             ) from None
     cas = current.current_version if current is not None else 0
     try:

@@ -121,11 +121,11 @@ class Ledger:
             return None
         data, version = found
         path = canonical_key_path(data.get(FIELD_PATH, ""))
-        if not path:
+        if not _SHOWABLE.match(path):
             raise VaultRequestError(
                 self.client.addr,
                 self.ref(fingerprint),
-                "the ledger record has no 'path'; remove it with 'keyfence keys list --repair' "
+                "the ledger record has no usable 'path'; remove it with 'keyfence keys list --repair' "
                 "(it is recreated from the key's metadata)",
             )
         return LedgerRecord(
@@ -165,7 +165,7 @@ class Ledger:
             raise LedgerRaceLostError(
                 f"{self.ref(record.fingerprint)}: the ledger record changed concurrently (check-and-set "
                 f"expected {'no record' if cas == 0 else f'version {cas}'}); now: "
-                f"{describe(now)}; nothing was written"
+                f"{describe(now, self.mount)}; nothing was written"
             ) from None
         return replace(record, version=version)
 
@@ -195,10 +195,10 @@ class Ledger:
         return [n for n in names if _FINGERPRINT.match(n)]
 
 
-def describe(record: LedgerRecord | None) -> str:
+def describe(record: LedgerRecord | None, mount: str) -> str:
     if record is None:
         return "no record"
-    return f"key at {_shown(record.path)}, held by {record.holder()}"
+    return f"the key at {mount}/{_shown(record.path)}, held by {record.holder()}"
 
 
 def conflict(record: LedgerRecord | None, mount: str, path: str, stack: str | None) -> str | None:
