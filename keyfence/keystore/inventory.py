@@ -305,12 +305,12 @@ def _ledger_findings(
     for fingerprint, record in sorted(records.items()):
         if record.path not in listed:
             continue
-        metadata = found.get(record.path)
+        there = found.get(record.path)
         holds = (
-            metadata is not None
-            and metadata_fingerprint(metadata) == fingerprint
-            and _bound(metadata)
-            and key_status(metadata) == "ok"
+            there is not None
+            and metadata_fingerprint(there) == fingerprint
+            and _bound(there)
+            and key_status(there) == "ok"
         )
         if holds:
             continue
