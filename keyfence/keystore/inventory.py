@@ -216,7 +216,8 @@ def inventory(
     result.duplicates = [d for d in _duplicates(every) if set(d.paths) & listed]
     for path in mine:
         result.problems.extend(_identity_problems(found[path]))
-    _ledger_findings(result, ledger, found, records, listed, repair)
+    scope = {p for p in by_path} | {r.path for r in records.values() if r.path.startswith(head)}
+    _ledger_findings(result, ledger, found, records, listed | scope, repair)
     if spec is not None:
         result.unused = [k.path for k in result.keys if k.path not in by_path]
         for entry in entries:
