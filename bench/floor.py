@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 import pulumi
+import pulumi.dynamic
 import pulumi_kubernetes as k8s
 from keyfence_policies import labels as L
 
@@ -114,6 +115,30 @@ def _pod(process: BenchProcess, secret: str) -> k8s.core.v1.PodSpecArgsDict:
     }
 
 
+class _NoProvider(pulumi.dynamic.ResourceProvider):
+    """Never called under the mocks; the floor only pays for declaring the claim."""
+
+
+class _ClaimRecord(pulumi.dynamic.Resource, module="ledger", name="Claim"):
+    def __init__(self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions) -> None:
+        super().__init__(_NoProvider(), name, {**props, "claimed_at": None}, opts)
+
+
+class _Claim(pulumi.ComponentResource):
+    def __init__(self, fleet: Fleet, process: BenchProcess, parent: pulumi.Resource) -> None:
+        super().__init__("keyfence:ledger:Claim", process.ref, None, pulumi.ResourceOptions(parent=parent))
+        inputs = {
+            "mount": fleet.mount,
+            "ledger": "keyfence/ledger",
+            "fingerprint": process.material.fingerprint,
+            "path": process.key_path,
+            "stack": "organization/keyfence/dev",
+            "process": process.ref,
+        }
+        _ClaimRecord(f"{process.ref}/claim", inputs, pulumi.ResourceOptions(parent=self))
+        self.register_outputs(dict(inputs))
+
+
 class _Process(pulumi.ComponentResource):
     def __init__(
         self, fleet: Fleet, process: BenchProcess, namespace: pulumi.Resource, parent: pulumi.Resource
@@ -122,7 +147,8 @@ class _Process(pulumi.ComponentResource):
         sub = process.subaccount
         labels = _labels(process)
         annotations = _annotations(fleet, process)
-        child = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
+        claim = _Claim(fleet, process, self)
+        child = pulumi.ResourceOptions(parent=self, depends_on=[namespace, claim])
         account = k8s.core.v1.ServiceAccount(
             process.ref,
             metadata={"name": process.name, "namespace": sub.name, "labels": labels},
@@ -173,7 +199,7 @@ class _Process(pulumi.ComponentResource):
                 "annotations": annotations,
             },
             spec=spec,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace, secret, account]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace, claim, secret, account]),
         )
         self.outputs: dict[str, Any] = {
             "namespace": sub.name,

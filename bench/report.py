@@ -21,7 +21,7 @@ from typing import Any, Final, Literal
 from rich.console import Console
 from rich.table import Table
 
-from .stages import ANALYSIS, CHECK, FLOOR, REGISTRATION, STAGES, VAULT_DATA, VAULT_METADATA
+from .stages import ANALYSIS, CHECK, FLOOR, LEDGER, REGISTRATION, STAGES, VAULT_DATA, VAULT_METADATA
 
 REFERENCE_SIZE: Final = 1000
 GROWTH_LIMIT: Final = 2.2
@@ -36,6 +36,7 @@ STAGE_LABELS: Final[dict[str, str]] = {
     "spec": "spec load and validation",
     "vault_metadata": "Vault resolution, metadata only (check)",
     "vault_data": "Vault resolution, metadata + data (deploy)",
+    "ledger": "key ledger: resolve and check every claim",
     "registration": "program registration, keys resolved",
     "pack_start": "policy pack start + configure",
     "analysis": "policy analysis (Analyze + AnalyzeStack)",
@@ -174,6 +175,7 @@ def targets(results: dict[str, Any], reference: int = REFERENCE_SIZE) -> list[Ta
             f"Vault metadata resolution of {reference} keys", VAULT_LIMIT_S, "s", True, stage(VAULT_METADATA)
         ),
         Target(f"Vault data resolution of {reference} keys", VAULT_LIMIT_S, "s", True, stage(VAULT_DATA)),
+        Target(f"ledger claims of {reference} keys checked", VAULT_LIMIT_S, "s", True, stage(LEDGER)),
         Target(f"policy analysis of {reference} processes", ANALYSIS_LIMIT_S, "s", True, stage(ANALYSIS)),
         Target(
             f"peak memory of the {reference}-process check",

@@ -405,7 +405,9 @@ def test_check_never_reads_material_when_metadata_has_the_fingerprint(
     register(openbao, e["a"], canary(vault_prefix, "a"))
     register(openbao, e["b"], canary(vault_prefix, "b"))
     register(openbao, e["nofp"], canary(vault_prefix, "nofp"), fingerprint=None)
-    token = openbao.token(f'path "secret/metadata/{vault_prefix}/*" {{ capabilities = ["read"] }}\n' + LEDGER_READ)
+    token = openbao.token(
+        f'path "secret/metadata/{vault_prefix}/*" {{ capabilities = ["read"] }}\n' + LEDGER_READ
+    )
     with FlakyProxy(openbao.addr) as proxy, connect(VaultSettings(addr=proxy.addr, token=token)) as client:
         keys = {k.entry.process.name: k for k in resolve_keys(spec, client, "check")}
     assert keys["a"].identity_source == keys["b"].identity_source == "metadata"
