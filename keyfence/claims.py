@@ -53,6 +53,10 @@ def _ledger_call(props: dict[str, Any]) -> tuple[Ledger, str, str, str, str]:
 class ClaimProvider(pulumi.dynamic.ResourceProvider):
     """Creates and deletes ledger claims; runs in the provider host, so it connects on its own."""
 
+    serialize_as_secret_always = False
+    """It captures no secret (Vault credentials come from the environment when it runs), so its
+    serialized form stays a plain value and only key Secrets carry Pulumi secrets."""
+
     def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
         ledger, fingerprint, path, stack, process = _ledger_call(props)
         with ledger.client:

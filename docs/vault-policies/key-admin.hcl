@@ -39,3 +39,9 @@ path "secret/data/keyfence/ledger/*" {
 path "secret/metadata/keyfence/ledger/*" {
   capabilities = ["read", "list", "delete"]
 }
+
+# `keys list` looks for copies of a key anywhere in the mount, not only under the prefix: list and
+# read the metadata (never the data) of the whole mount.
+path "secret/metadata/*" {
+  capabilities = ["read", "list"]
+}

@@ -193,12 +193,22 @@ def inventory(
     )
     found: dict[str, KeyMetadata] = {}
     problems: list[str] = []
+    hidden: list[KeyProblem] = []
     for path, outcome in zip(paths, outcomes, strict=True):
         if absent(outcome):
             continue
         if isinstance(outcome, KeyfenceError):
             if path in listed:
                 problems.append(vault_problem(mount, path, outcome))
+            else:
+                # Outside the prefix, but a copy of a key could hide there: never a silent 'clean'.
+                hidden.append(
+                    KeyProblem(
+                        path,
+                        f"cannot be read, so a copy of a key could hide there: "
+                        f"{vault_problem(mount, path, outcome)}",
+                    )
+                )
             continue
         found[path] = outcome
     if problems:
@@ -214,6 +224,7 @@ def inventory(
     ]
     every = [_inventory_key(found[p], placement.prefix, None) for p in sorted(found)]
     result.duplicates = [d for d in _duplicates(every) if set(d.paths) & listed]
+    result.problems.extend(hidden)
     for path in mine:
         result.problems.extend(_identity_problems(found[path]))
     scope = {p for p in by_path} | {r.path for r in records.values() if r.path.startswith(head)}

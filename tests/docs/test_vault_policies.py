@@ -61,6 +61,7 @@ def test_policies_grant_exactly_the_documented_capabilities() -> None:
         "secret/destroy/kraken/*": {"update"},
         "secret/data/keyfence/ledger/*": {"create", "read", "update"},
         "secret/metadata/keyfence/ledger/*": {"read", "list", "delete"},
+        "secret/metadata/*": {"read", "list"},
     }
 
 

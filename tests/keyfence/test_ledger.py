@@ -346,7 +346,7 @@ def test_rollback_breaks_the_fingerprint_and_is_caught(openbao: OpenBao, root: K
     register(root, mount, "basis/risk", a)  # A's record went with the rotation; A may live elsewhere now
     # The rollback, as 'bao kv rollback -version=1' does it: version 1's data written as a new version.
     old = openbao.client.secrets.kv.v2.read_secret_version(
-        path="kraken/basis/executor", version=1, mount_point=mount
+        path="kraken/basis/executor", version=1, mount_point=mount, raise_on_deleted_version=True
     )
     openbao.client.secrets.kv.v2.create_or_update_secret(
         path="kraken/basis/executor", secret=old["data"]["data"], cas=2, mount_point=mount
