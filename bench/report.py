@@ -23,7 +23,7 @@ from typing import Any, Final, Literal
 from rich.console import Console
 from rich.table import Table
 
-from .stages import ANALYZE_STACK, CHECK, FLOOR, STAGES, VAULT_DATA, VAULT_METADATA
+from .stages import ANALYZE_STACK, CHECK, FLOOR, LEDGER, STAGES, VAULT_DATA, VAULT_METADATA
 
 REFERENCE_SIZE: Final = 1000
 LARGE_SIZE: Final = 4000
@@ -41,6 +41,7 @@ STAGE_LABELS: Final[dict[str, str]] = {
     "spec": "spec load and validation",
     "vault_metadata": "Vault resolution, metadata only (check)",
     "vault_data": "Vault resolution, metadata + data (deploy)",
+    "ledger": "key ledger: resolve and check every claim",
     "registration": "program registration, keys resolved",
     "pack_start": "policy pack start + configure",
     "analyze": "policy analysis: Analyze, one call per resource",
@@ -197,6 +198,7 @@ def targets(
             stage(at, VAULT_METADATA),
         ),
         Target(f"Vault data resolution of {reference} keys", VAULT_LIMIT_S, "s", True, stage(at, VAULT_DATA)),
+        Target(f"ledger claims of {reference} keys checked", VAULT_LIMIT_S, "s", True, stage(at, LEDGER)),
         Target(
             f"AnalyzeStack of {large} processes", ANALYZE_STACK_LIMIT_S, "s", True, stage(big, ANALYZE_STACK)
         ),

@@ -9,10 +9,12 @@ on several threads.
 
 from __future__ import annotations
 
+import contextlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Final
 
 import hvac
+import hvac.exceptions
 import requests
 from keyfence_policies.permissions import format_permissions
 from requests.adapters import HTTPAdapter
@@ -24,6 +26,7 @@ from keyfence.keys import (
     METADATA_VENUE,
 )
 from keyfence.keystore import METADATA_REGISTERED_AT
+from keyfence.vault import DEFAULT_LEDGER
 from keyfence.vault.kv import API_KEY_FIELD, API_SECRET_FIELD
 
 from .fleet import BenchProcess, Fleet
@@ -31,6 +34,10 @@ from .fleet import BenchProcess, Fleet
 REGISTERED_AT: Final = "2026-01-01T00:00:00Z"
 """A fixed registration time: the seeded Vault is the same on every run."""
 DEFAULT_CONCURRENCY: Final = 16
+
+
+BENCH_STACK: Final = "organization/keyfence/dev"
+"""The stack ``keyfence check`` runs as in the benchmark (its defaults)."""
 
 
 def custom_metadata(process: BenchProcess) -> dict[str, str]:
@@ -67,6 +74,19 @@ def seed_one(vault: hvac.Client, fleet: Fleet, process: BenchProcess) -> None:
         delete_version_after=None,
         mount_point=fleet.mount,
     )
+    # Its ledger record, claimed by the benchmark's stack as a deployed fleet's would be.
+    fingerprint = process.material.fingerprint
+    record = {
+        "path": process.key_path,
+        "stack": BENCH_STACK,
+        "process": process.ref,
+        "claimed_at": REGISTERED_AT,
+    }
+    # A fleet seeded before in this Vault already has its records (cas=0 refuses a second).
+    with contextlib.suppress(hvac.exceptions.InvalidRequest):
+        kv.create_or_update_secret(
+            path=f"{DEFAULT_LEDGER}/{fingerprint}", secret=record, cas=0, mount_point=fleet.mount
+        )
 
 
 def seed(addr: str, token: str, fleet: Fleet, *, concurrency: int = DEFAULT_CONCURRENCY) -> int:

@@ -36,6 +36,7 @@ from keyfence.vault import VaultSettings, connect
 from .child import ROOT, TIMEOUT, child_env
 from .fleet import Fleet
 from .plan import write_plan
+from .seed import BENCH_STACK
 
 T = TypeVar("T")
 
@@ -43,6 +44,7 @@ FLOOR: Final = "floor"
 SPEC: Final = "spec"
 VAULT_METADATA: Final = "vault_metadata"
 VAULT_DATA: Final = "vault_data"
+LEDGER: Final = "ledger"
 REGISTRATION: Final = "registration"
 PACK_START: Final = "pack_start"
 ANALYZE: Final = "analyze"
@@ -53,6 +55,7 @@ STAGES: Final[tuple[str, ...]] = (
     SPEC,
     VAULT_METADATA,
     VAULT_DATA,
+    LEDGER,
     REGISTRATION,
     PACK_START,
     ANALYZE,
@@ -161,6 +164,25 @@ def resolve(spec: FleetSpec, settings: VaultSettings, mode: Mode) -> list[Resolv
         return resolve_keys(spec, client, mode)
 
 
+def claims(spec: FleetSpec, settings: VaultSettings, keys: list[ResolvedKey]) -> list[str]:
+    """Resolve and check every key's claim in the ledger: one record read per key, then the verdict."""
+    from keyfence.vault import Ledger, conflict
+
+    with connect(settings) as client:
+        ledger = Ledger(client, spec.vault.mount, spec.vault.ledger)
+        fingerprints = [k.fingerprint or "" for k in keys]
+        records = client.read_many(ledger.read, fingerprints)
+    problems = []
+    for key, record in zip(keys, records, strict=True):
+        if isinstance(record, Exception):
+            problems.append(f"{key.vault_ref}: {record}")
+            continue
+        verdict = conflict(record, key.mount, key.path, BENCH_STACK)
+        if record is None or verdict is not None:
+            problems.append(f"{key.vault_ref}: {verdict or 'no ledger record'}")
+    return problems
+
+
 def register(spec: FleetSpec, keys: list[ResolvedKey]) -> Collected:
     """The program's declarations under the mocks, keys already resolved (no spec load, no Vault)."""
     return collect(lambda: declare_fleet(spec, keys), project=DEFAULT_PROJECT, stack=DEFAULT_STACK)
@@ -230,6 +252,9 @@ def _program_stages(
     """Vault (both modes) and registration; returns the check-mode keys and the program's types."""
     timings[VAULT_METADATA], check_keys = timed(lambda: resolve(spec, settings, "check"), repeats)
     timings[VAULT_DATA], deploy_keys = timed(lambda: resolve(spec, settings, "deploy"), repeats)
+    timings[LEDGER], unclaimed = timed(lambda: claims(spec, settings, check_keys), repeats)
+    if unclaimed:
+        raise BenchError(f"{len(unclaimed)} key(s) not claimed by the benchmark's stack: {unclaimed[0]}")
     timings[REGISTRATION], deployed = timed(lambda: register(spec, deploy_keys), repeats)
     return check_keys, resource_types(deployed.resources)
 

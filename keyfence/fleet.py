@@ -14,6 +14,7 @@ from keyfence_policies import labels as L
 from keyfence_policies.permissions import format_permissions
 
 from . import delivery, workload
+from .claims import Claim, current_stack
 from .delivery.pulumi_secret import NOT_FETCHED, secret_name
 from .keys import ResolvedKey
 from .spec import FleetSpec, OperatorSection, ProcessEntry, Subaccount
@@ -63,6 +64,8 @@ def key_annotations(key: ResolvedKey) -> dict[str, str]:
         out[L.KEY_VERSION] = str(key.version)
     if key.permissions is not None:
         out[L.PERMISSIONS] = format_permissions(key.permissions)
+    if key.ledger_conflict:
+        out[L.LEDGER_CONFLICT] = key.ledger_conflict
     return out
 
 
@@ -79,12 +82,15 @@ class ProcessResources(pulumi.ComponentResource):
         namespace: k8s.core.v1.Namespace,
         master_subaccounts: frozenset[str],
         operators: OperatorSection,
+        stack: str,
         opts: pulumi.ResourceOptions,
     ) -> None:
         entry = key.entry
         super().__init__("keyfence:fleet:Process", entry.ref, None, opts)
         self.ref = entry.ref
-        child = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
+        # The key is claimed in the ledger before anything that carries or uses it exists.
+        self.claim = Claim(key, stack, pulumi.ResourceOptions(parent=self))
+        child = pulumi.ResourceOptions(parent=self, depends_on=[namespace, self.claim])
         namespace_name = entry.subaccount.name
         proc = entry.process
         labels = process_labels(entry)
@@ -122,7 +128,7 @@ class ProcessResources(pulumi.ComponentResource):
             labels,
             {**annotations, **delivered.workload_annotations},
             pod_annotations,
-            [namespace, self.service_account, *delivered.resources],
+            [namespace, self.claim, self.service_account, *delivered.resources],
             self,
         )
 
@@ -147,6 +153,7 @@ class SubaccountResources(pulumi.ComponentResource):
         keys: list[ResolvedKey],
         master_subaccounts: frozenset[str],
         operators: OperatorSection,
+        stack: str,
     ) -> None:
         super().__init__("keyfence:fleet:Subaccount", sub.name, None, None)
         ns_labels = {
@@ -170,23 +177,29 @@ class SubaccountResources(pulumi.ComponentResource):
         )
         opts = pulumi.ResourceOptions(parent=self)
         self.processes = [
-            ProcessResources(key, self.namespace, master_subaccounts, operators, opts) for key in keys
+            ProcessResources(key, self.namespace, master_subaccounts, operators, stack, opts) for key in keys
         ]
         self.register_outputs({"namespace": sub.name, "processes": [p.ref for p in self.processes]})
 
 
-def declare_fleet(spec: FleetSpec, keys: list[ResolvedKey]) -> dict[str, dict[str, Any]]:
+def declare_fleet(
+    spec: FleetSpec, keys: list[ResolvedKey], stack: str | None = None
+) -> dict[str, dict[str, Any]]:
     """Declare every resource of a fleet whose keys are already resolved and verified.
+
+    ``stack`` (``org/project/stack``) is who claims the keys in the ledger; by default the
+    stack the program runs in.
 
     Returns (and exports as the ``processes`` stack output) per-process facts; never key material.
     """
+    stack = stack or current_stack()
     masters = frozenset(s.name for s in spec.subaccounts if s.master)
     by_sub: dict[str, list[ResolvedKey]] = {s.name: [] for s in spec.subaccounts}
     for key in keys:
         by_sub[key.entry.subaccount.name].append(key)
     outputs: dict[str, dict[str, Any]] = {}
     for sub in spec.subaccounts:
-        component = SubaccountResources(sub, by_sub[sub.name], masters, spec.operators)
+        component = SubaccountResources(sub, by_sub[sub.name], masters, spec.operators, stack)
         for key, proc in zip(by_sub[sub.name], component.processes, strict=True):
             outputs[key.entry.ref] = proc.outputs
     pulumi.export("processes", outputs)

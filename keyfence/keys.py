@@ -21,17 +21,22 @@ import re
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, Literal
+from typing import Final, Literal
 
 from keyfence_policies import permissions as perms
 
 from .errors import KeyfenceError, KeyVerificationError
-from .material import KeyMaterial
+from .material import KeyMaterial, material_problems
 from .spec import FleetSpec, ProcessEntry
-from .vault import KeyAccessDeniedError, KeyMetadata, VaultRequestError
-
-if TYPE_CHECKING:
-    from .vault import KV2Client
+from .vault import (
+    KeyAccessDeniedError,
+    KeyMetadata,
+    KV2Client,
+    Ledger,
+    LedgerRecord,
+    VaultRequestError,
+    conflict,
+)
 
 Mode = Literal["deploy", "check", "offline"]
 IdentitySource = Literal["material", "metadata", "offline", "unverifiable"]
@@ -52,6 +57,11 @@ class ResolvedKey:
     metadata_subaccount: str | None = None
     metadata_venue: str | None = None
     material: KeyMaterial | None = field(default=None, repr=False)
+    ledger: str = ""
+    """Where the key ledger lives in the mount (the spec's ``vault.ledger``)."""
+    ledger_record: LedgerRecord | None = None
+    ledger_conflict: str | None = None
+    """Check mode: why the ledger forbids this stack the key (a fact the check reports)."""
 
     @property
     def subaccount(self) -> str:
@@ -74,6 +84,8 @@ METADATA_FINGERPRINT: Final = "fingerprint"
 METADATA_SUBACCOUNT: Final = "subaccount"
 METADATA_VENUE: Final = "venue"
 METADATA_PERMISSIONS: Final = "permissions"
+METADATA_FINGERPRINT_VERSION: Final = "fingerprint_version"
+"""The KV version the recorded fingerprint describes: a rollback or a hand-written version breaks the tie."""
 """Custom metadata keys keyfence reads on each key (``keyfence keys register`` writes them)."""
 
 FINGERPRINT_PATTERN: Final = re.compile(r"^[0-9a-f]{64}\Z")
@@ -89,6 +101,7 @@ class _MetadataFacts:
     subaccount: str | None
     venue: str | None
     permissions: tuple[str, ...] | None
+    fingerprint_version: int | None = None
 
 
 @dataclass
@@ -152,7 +165,21 @@ def _metadata_facts(custom: Mapping[str, str], spec_venue: str) -> tuple[_Metada
             )
         else:
             permissions = tuple(sorted(set(ids)))
-    return _MetadataFacts(fingerprint, subaccount, venue, permissions), problems
+    raw_version = custom.get(METADATA_FINGERPRINT_VERSION)
+    bound = int(raw_version) if raw_version is not None and raw_version.isdigit() else None
+    return _MetadataFacts(fingerprint, subaccount, venue, permissions, bound), problems
+
+
+def fingerprint_bound(metadata: KeyMetadata, recorded_version: int | None) -> bool:
+    """Whether the recorded fingerprint describes the current version.
+
+    Registration records the version it fingerprinted. A key registered before that has
+    no record, which is trusted only while it has a single version: a rollback or a
+    version written by hand always makes a later one.
+    """
+    if recorded_version is None:
+        return metadata.current_version == 1
+    return recorded_version == metadata.current_version
 
 
 def _judge(entry: ProcessEntry, facts: _MetadataFacts) -> list[str]:
@@ -208,48 +235,93 @@ def _current_version_problem(metadata: KeyMetadata) -> str | None:
     return None
 
 
-def _inspect(client: KV2Client, mount: str, entry: ProcessEntry, mode: Mode) -> _Inspection:
+def _unbound_problem(metadata: KeyMetadata, recorded: int | None) -> str:
+    said = f"describes version {recorded}" if recorded is not None else "is not tied to a version"
+    return (
+        f"the fingerprint in custom metadata {said}, but the current version is {metadata.current_version} "
+        "(rolled back, or written by hand), so this check cannot tell which key it holds; register it "
+        "again with 'keyfence keys register --rotate', or run with a token that may read the key"
+    )
+
+
+def _identity(
+    client: KV2Client,
+    mount: str,
+    entry: ProcessEntry,
+    metadata: KeyMetadata,
+    facts: _MetadataFacts,
+    mode: Mode,
+) -> tuple[str | None, IdentitySource, KeyMaterial | None, list[str]]:
+    """The key's fingerprint and where it comes from; material is kept only in deploy mode."""
+    fatal: list[str] = []
+    bound = facts.fingerprint is not None and fingerprint_bound(metadata, facts.fingerprint_version)
+    if mode == "check" and bound:
+        return facts.fingerprint, "metadata", None, fatal
+    if entry.operator_delivered:
+        # The operator reads the key in the cluster; the program proves its identity from metadata alone.
+        if facts.fingerprint is None:
+            if mode == "check":
+                return None, "unverifiable", None, fatal  # the pack reports the unverifiable identity
+            return None, "unverifiable", None, [
+                f"delivery {entry.delivery} reads key metadata only, and this key's custom metadata has no "
+                f"'{METADATA_FINGERPRINT}', so a copy of it under another path could not be detected; "
+                "register it with 'keyfence keys register' (which records the fingerprint)"
+            ]
+        if not bound:
+            return None, "unverifiable", None, [_unbound_problem(metadata, facts.fingerprint_version)]
+        return facts.fingerprint, "metadata", None, fatal
+    try:
+        material = client.read_version(mount, entry.key_path, metadata.current_version)
+    except KeyAccessDeniedError as exc:
+        if mode == "deploy":
+            return None, "unverifiable", None, [exc.reason]
+        if facts.fingerprint is not None:
+            return None, "unverifiable", None, [_unbound_problem(metadata, facts.fingerprint_version)]
+        # Check mode never keeps material; without it and without a fingerprint, the pack decides.
+        return None, "unverifiable", None, fatal
+    except VaultRequestError as exc:
+        return None, "unverifiable", None, [exc.reason]
+    fatal.extend(
+        f"version {metadata.current_version}: {problem}"
+        for problem in material_problems(material.api_key, material.api_secret)
+    )
+    fingerprint = material.fingerprint
+    if facts.fingerprint is not None and facts.fingerprint != fingerprint:
+        said = f"version {facts.fingerprint_version}" if facts.fingerprint_version else "an earlier version"
+        fatal.append(
+            "metadata fingerprint does not match the key stored; re-register it with 'keyfence keys "
+            f"register --rotate' (the fingerprint describes {said}, the current version is "
+            f"{metadata.current_version}: rolled back, or written by hand)"
+        )
+    return fingerprint, "material", material if mode == "deploy" else None, fatal
+
+
+def _inspect(
+    client: KV2Client, ledger: Ledger, entry: ProcessEntry, mode: Mode, stack: str | None
+) -> _Inspection:
     """Read and check one key; per-key Vault errors propagate (read_many collects them)."""
+    mount = ledger.mount
     metadata = client.read_metadata(mount, entry.key_path)
     facts, fatal = _metadata_facts(metadata.custom_metadata, entry.subaccount.venue)
     version_problem = _current_version_problem(metadata)
     fingerprint: str | None = None
     source: IdentitySource = "unverifiable"
     material: KeyMaterial | None = None
-    if version_problem is not None:
+    judged = _judge(entry, facts)
+    record: LedgerRecord | None = None
+    held: str | None = None
+    if ledger.contains(entry.key_path):
+        fatal.append(f"the key path lies inside the key ledger ({mount}/{ledger.root}/); keep keys elsewhere")
+    elif version_problem is not None:
         fatal.insert(0, version_problem)
-    elif entry.operator_delivered and mode == "deploy":
-        # The operator reads the key in the cluster; the program proves its identity from metadata alone.
-        if facts.fingerprint is None:
-            fatal.append(
-                f"delivery {entry.delivery} reads key metadata only, and this key's custom metadata has no "
-                f"'{METADATA_FINGERPRINT}', so a copy of it under another path could not be detected; "
-                "register it with 'keyfence keys register' (which records the fingerprint)"
-            )
-        else:
-            fingerprint, source = facts.fingerprint, "metadata"
-    elif mode == "deploy":
-        try:
-            material = client.read_version(mount, entry.key_path, metadata.current_version)
-        except VaultRequestError as exc:
-            fatal.append(exc.reason)
-        else:
-            fingerprint, source = material.fingerprint, "material"
-            if facts.fingerprint is not None and facts.fingerprint != fingerprint:
-                fatal.append("metadata fingerprint does not match the key stored; re-register it")
-    elif facts.fingerprint is not None:
-        fingerprint, source = facts.fingerprint, "metadata"
-    elif entry.operator_delivered:
-        fingerprint, source = None, "unverifiable"
     else:
-        # Check mode never keeps material: it is read only to fingerprint it, then dropped.
-        try:
-            fingerprint = client.read_version(mount, entry.key_path, metadata.current_version).fingerprint
-            source = "material"
-        except KeyAccessDeniedError:
-            fingerprint, source = None, "unverifiable"
-        except VaultRequestError as exc:
-            fatal.append(exc.reason)
+        fingerprint, source, material, problems = _identity(client, mount, entry, metadata, facts, mode)
+        fatal.extend(problems)
+        if fingerprint is not None:
+            record = ledger.read(fingerprint)
+            held = conflict(record, mount, entry.key_path, stack)
+            if held is not None:
+                judged.append(held)
     key = ResolvedKey(
         entry=entry,
         mount=mount,
@@ -261,8 +333,11 @@ def _inspect(client: KV2Client, mount: str, entry: ProcessEntry, mode: Mode) -> 
         metadata_subaccount=facts.subaccount,
         metadata_venue=facts.venue,
         material=material,
+        ledger=ledger.root,
+        ledger_record=record,
+        ledger_conflict=held,
     )
-    return _Inspection(key, fatal, _judge(entry, facts))
+    return _Inspection(key, fatal, judged)
 
 
 def _offline(spec: FleetSpec) -> list[ResolvedKey]:
@@ -275,6 +350,7 @@ def _offline(spec: FleetSpec) -> list[ResolvedKey]:
             fingerprint=None,
             identity_source="offline",
             permissions=_spec_permissions(entry),
+            ledger=spec.vault.ledger,
         )
         for entry in spec.entries()
     ]
@@ -304,22 +380,27 @@ def _shared_fingerprints(keys: list[ResolvedKey]) -> dict[int, list[str]]:
     return out
 
 
-def resolve_keys(spec: FleetSpec, client: KV2Client | None, mode: Mode) -> list[ResolvedKey]:
+def resolve_keys(
+    spec: FleetSpec, client: KV2Client | None, mode: Mode, stack: str | None = None
+) -> list[ResolvedKey]:
     """Resolve and verify every process's key, in spec order, or raise listing every problem.
 
     ``offline`` needs no client. ``check`` reads metadata (and material only to fingerprint
     a key whose metadata lacks one); disagreements with the spec, the role or another key
     are returned as facts for the policy pack. ``deploy`` reads the material at the current
     version and treats all of those as fatal. A Vault that cannot serve at all (unreachable,
-    sealed, token rejected) aborts at once with a single VaultUnavailableError.
+    sealed, token rejected, the key ledger refused) aborts at once with a single
+    VaultUnavailableError. ``stack`` (``org/project/stack``) is who runs the keys: a key the
+    ledger shows claimed by another stack, or recorded at another path, is a problem.
     """
     if mode == "offline":
         return _offline(spec)
     if client is None:
         raise ValueError(f"mode {mode!r} reads Vault: pass a client (see keyfence.vault.connect)")
     mount = spec.vault.mount
+    ledger = Ledger(client, mount, spec.vault.ledger)
     entries = spec.entries()
-    outcomes = client.read_many(lambda entry: _inspect(client, mount, entry, mode), entries)
+    outcomes = client.read_many(lambda entry: _inspect(client, ledger, entry, mode, stack), entries)
 
     problems: dict[int, list[str]] = defaultdict(list)
     keys: list[ResolvedKey] = []

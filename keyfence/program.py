@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pulumi
 
+from .claims import current_stack
 from .errors import SpecError
 from .fleet import declare_fleet
 from .keys import Mode, ResolvedKey, resolve_keys
@@ -34,6 +35,8 @@ class ProgramOptions:
     """Connection settings; ``None`` reads the standard VAULT_* variables (unused offline)."""
     loaded: FleetSpec | None = None
     """The spec at ``spec_path`` already loaded, so ``keyfence check`` parses it once, not twice."""
+    stack: str | None = None
+    """``org/project/stack`` running the keys; ``None``: the Pulumi stack this program runs in."""
 
 
 _HARNESS_OPTIONS: ContextVar[ProgramOptions | None] = ContextVar("keyfence_harness_options", default=None)
@@ -71,7 +74,7 @@ def prepare(options: ProgramOptions) -> tuple[FleetSpec, list[ResolvedKey]]:
     from .vault import connect  # hvac is loaded only when Vault is read
 
     with connect(settings) as client:
-        return spec, resolve_keys(spec, client, options.mode)
+        return spec, resolve_keys(spec, client, options.mode, options.stack or current_stack())
 
 
 RENDER_CONFIG = "renderYamlToDirectory"
@@ -106,8 +109,8 @@ def run(options: ProgramOptions) -> dict[str, dict[str, Any]]:
     spec = options.loaded if options.loaded is not None else load_spec(options.spec_path)
     # Before Vault is read: a refused render must not have fetched any material first.
     refuse_render_of_material(spec, pulumi.Config("kubernetes").get(RENDER_CONFIG))
-    spec, keys = prepare(ProgramOptions(options.spec_path, options.mode, options.vault, spec))
-    return declare_fleet(spec, keys)
+    spec, keys = prepare(replace(options, loaded=spec))
+    return declare_fleet(spec, keys, options.stack or current_stack())
 
 
 def run_from_config() -> dict[str, dict[str, Any]]:

@@ -15,4 +15,10 @@ path "secret/metadata/kraken/*" {
   capabilities = ["read", "list"]
 }
 
+# The key ledger (README "The key ledger"): one record per key, {path, stack, process, claimed_at},
+# no material. `keyfence check --stack NAME` reads it to report a key another stack holds.
+path "secret/data/keyfence/ledger/*" {
+  capabilities = ["read"]
+}
+
 # Deliberately absent: secret/data/kraken/* (the key material).

@@ -3,7 +3,8 @@
 # Held by: the deploy workflow (repository or environment secret VAULT_TOKEN_DEPLOY) or the
 # in-cluster deployer's Kubernetes service account. The Pulumi program reads every fleet key's
 # metadata and material to verify its fingerprint and to build the key Secrets, so this token
-# can read key material -- and nothing more: it cannot write, delete or destroy any key.
+# can read key material -- and nothing more: it cannot write, delete or destroy any key. It also
+# claims and releases keys in the key ledger (the keyfence:ledger:Claim resources).
 #
 # Defaults: KV v2 mount "secret", key prefix "kraken" (the fleet spec's vault.mount / vault.prefix).
 # To adapt: replace "secret" with your mount and "kraken" with your prefix in every path below.
@@ -17,4 +18,15 @@ path "secret/data/kraken/*" {
 # Metadata: fingerprint, permissions, subaccount, current version; list to enumerate keys.
 path "secret/metadata/kraken/*" {
   capabilities = ["read", "list"]
+}
+
+# The key ledger: read every record in the pre-flight; create a record for a key registered before
+# the ledger existed (cas=0) and claim or release one (update with the version read).
+path "secret/data/keyfence/ledger/*" {
+  capabilities = ["create", "read", "update"]
+}
+
+# Remove an unclaimed ledger record whose path no longer holds its key, when a claim is released.
+path "secret/metadata/keyfence/ledger/*" {
+  capabilities = ["delete"]
 }

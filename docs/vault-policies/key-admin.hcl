@@ -28,3 +28,20 @@ path "secret/metadata/kraken/*" {
 path "secret/destroy/kraken/*" {
   capabilities = ["update"]
 }
+
+# The key ledger: register creates a key's record first (cas=0: of two registrations of one key,
+# exactly one wins); `keys release` and `keys list --repair` update records with the version read.
+path "secret/data/keyfence/ledger/*" {
+  capabilities = ["create", "read", "update"]
+}
+
+# List the ledger (`keys list`, `keys release`); delete a record on rotate, revoke and --repair.
+path "secret/metadata/keyfence/ledger/*" {
+  capabilities = ["read", "list", "delete"]
+}
+
+# `keys list` looks for copies of a key anywhere in the mount, not only under the prefix: list and
+# read the metadata (never the data) of the whole mount.
+path "secret/metadata/*" {
+  capabilities = ["read", "list"]
+}

@@ -32,6 +32,10 @@ from .verdict import Analysis, Level, PolicyMeta, Violation
 
 DEFAULT_STACK: Final = "dev"
 DEFAULT_PROJECT: Final = "keyfence"
+DEFAULT_ORGANIZATION: Final = "organization"
+"""The organization of every stack in a self-managed Pulumi backend."""
+LEDGER_POLICY: Final = "key-ledger"
+"""The check's own verdict on the key ledger, reported beside the pack's violations."""
 SPEC_CONFIG_KEY: Final = "keyfence:spec"
 PROCESS_TYPE: Final = "keyfence:fleet:Process"
 SUBACCOUNT_TYPE: Final = "keyfence:fleet:Subaccount"
@@ -75,20 +79,53 @@ class Target:
     spec_path: str
     stack: str
     project: str = DEFAULT_PROJECT
+    organization: str = DEFAULT_ORGANIZATION
+
+    @property
+    def qualified(self) -> str:
+        """``org/project/stack``: how the key ledger names the stack."""
+        return f"{self.organization}/{self.project}/{self.stack}"
+
+
+def split_stack_name(name: str) -> tuple[str | None, str | None, str]:
+    """``stack``, ``project/stack`` or ``org/project/stack`` -> (org, project, stack)."""
+    parts = name.split("/")
+    if len(parts) > 3 or not all(parts):
+        raise KeyfenceError(f"--stack {name!r} is not STACK, PROJECT/STACK or ORG/PROJECT/STACK")
+    padded: list[str | None] = [None] * (3 - len(parts)) + list(parts)
+    return padded[0], padded[1], parts[-1]
+
+
+def project_name(cwd: Path | None = None) -> str:
+    """The ``name`` of the nearest ``Pulumi.yaml`` from ``cwd`` upwards, else ``keyfence``."""
+    project_file = _find_project_file(cwd or Path.cwd())
+    data = _read_yaml(project_file) if project_file is not None else {}
+    name = data.get("name")
+    return name if isinstance(name, str) and name else DEFAULT_PROJECT
+
+
+def qualified_stack(name: str, cwd: Path | None = None) -> str:
+    """``org/project/stack`` for a stack named as on the command line (project from Pulumi.yaml)."""
+    org, project, stack = split_stack_name(name)
+    return f"{org or DEFAULT_ORGANIZATION}/{project or project_name(cwd)}/{stack}"
 
 
 def resolve_target(spec: str | Path | None, stack: str | None, *, cwd: Path | None = None) -> Target:
     """``--spec`` wins; otherwise ``keyfence:spec`` from ``Pulumi.<stack>.yaml`` next to ``Pulumi.yaml``.
 
     ``Pulumi.yaml`` is searched from ``cwd`` upwards, as the Pulumi CLI does; a relative
-    ``keyfence:spec`` is relative to the stack file's directory.
+    ``keyfence:spec`` is relative to the stack file's directory. ``stack`` may be qualified
+    (``org/project/stack``); the organization defaults to ``organization``.
     """
-    stack_name = stack or DEFAULT_STACK
+    org, named_project, stack_name = split_stack_name(stack or DEFAULT_STACK)
+    organization = org or DEFAULT_ORGANIZATION
     project_file = _find_project_file(cwd or Path.cwd())
     project_data = _read_yaml(project_file) if project_file is not None else {}
-    project = project_data.get("name") if isinstance(project_data.get("name"), str) else None
+    project = named_project or (
+        project_data.get("name") if isinstance(project_data.get("name"), str) else None
+    )
     if spec is not None:
-        return Target(str(spec), stack_name, project or DEFAULT_PROJECT)
+        return Target(str(spec), stack_name, project or DEFAULT_PROJECT, organization)
     if project_file is None:
         raise KeyfenceError(
             f"no --spec given and no Pulumi.yaml in {cwd or Path.cwd()} or any parent directory; "
@@ -114,7 +151,7 @@ def resolve_target(spec: str | Path | None, stack: str | None, *, cwd: Path | No
         )
     path = Path(value)
     spec_path = path if path.is_absolute() else stack_file.parent / path
-    return Target(_display_path(spec_path), stack_name, project or DEFAULT_PROJECT)
+    return Target(_display_path(spec_path), stack_name, project or DEFAULT_PROJECT, organization)
 
 
 def _display_path(path: Path) -> str:
@@ -158,6 +195,7 @@ def collect_program(
     program: str | Path | None = None,
     config: Mapping[str, str] | None = None,
     spec: FleetSpec | None = None,
+    organization: str = DEFAULT_ORGANIZATION,
 ) -> Collected:
     """Run the program under the harness: what ``pulumi preview`` would register.
 
@@ -167,7 +205,13 @@ def collect_program(
     ``<project>:key``), as ``pulumi config set`` would give it. ``spec``, if given, is the
     spec at ``spec_path`` already loaded.
     """
-    options = ProgramOptions(spec_path=spec_path, mode=mode, vault=vault_settings, loaded=spec)
+    options = ProgramOptions(
+        spec_path=spec_path,
+        mode=mode,
+        vault=vault_settings,
+        loaded=spec,
+        stack=f"{organization}/{project}/{stack}",
+    )
     stack_config = {(k if ":" in k else f"{project}:{k}"): v for k, v in (config or {}).items()}
     stack_config.setdefault(f"{CONFIG_NAMESPACE}:{SPEC_KEY}", spec_path)
     if program is None:
@@ -318,6 +362,7 @@ def run_check(
     project: str = DEFAULT_PROJECT,
     program: str | Path | None = None,
     config: Mapping[str, str] | None = None,
+    organization: str = DEFAULT_ORGANIZATION,
 ) -> CheckResult:
     """Declare the fleet, run the policy pack on it and map each violation to its spec entry.
 
@@ -342,6 +387,7 @@ def run_check(
             program=program,
             config=config,
             spec=spec,
+            organization=organization,
         )
     except BaseException:
         session.close()
@@ -360,8 +406,9 @@ def _result(
     spec_file: str, stack: str, offline: bool, spec: FleetSpec, collected: Collected, analysis: Analysis
 ) -> CheckResult:
     locator = _Locator(spec, collected.resources)
+    violations = [*analysis.violations, *ledger_violations(collected.resources)]
     findings = sorted(
-        (Finding(v, *locator.locate(v.urn)) for v in analysis.violations),
+        (Finding(v, *locator.locate(v.urn)) for v in violations),
         key=lambda f: (
             f.violation.policy,
             f.location.line if f.location else 0,
@@ -459,6 +506,34 @@ def process_rows(resources: list[RegisteredResource]) -> list[ProcessRow]:
             )
         )
     return rows
+
+
+def ledger_violations(resources: list[RegisteredResource]) -> list[Violation]:
+    """A key the ledger gives to another stack (or records at another path) is mandatory.
+
+    Judged here rather than left to the pack, so any pack, however configured, cannot let
+    two stacks share a key; the fact is also on the resources for packs that judge it.
+    """
+    out = []
+    for row, resource in zip(process_rows(resources), _deployments(resources), strict=True):
+        annotations = _mapping(_mapping(resource.inputs().get("metadata")).get("annotations"))
+        reason = _text(annotations.get(L.LEDGER_CONFLICT))
+        if reason is not None:
+            out.append(
+                Violation(
+                    policy=LEDGER_POLICY,
+                    level="mandatory",
+                    urn=resource.urn,
+                    message=f"{row.ref} ({row.key}): {reason}",
+                    pack="keyfence",
+                    description="One key, one holder across every stack: the key ledger in Vault.",
+                )
+            )
+    return out
+
+
+def _deployments(resources: list[RegisteredResource]) -> list[RegisteredResource]:
+    return [r for r in resources if r.type == DEPLOYMENT_TYPE]
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:

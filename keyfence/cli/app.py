@@ -186,7 +186,10 @@ SpecOption = Annotated[
 StackOption = Annotated[
     str | None,
     typer.Option(
-        "--stack", metavar="NAME", help="Stack name (default dev); used for URNs and to find the spec."
+        "--stack",
+        metavar="NAME",
+        help="Stack: STACK or ORG/PROJECT/STACK (default dev; project from Pulumi.yaml, organization "
+        "'organization'); used for URNs, to find the spec and as the holder in the key ledger.",
     ),
 ]
 ProgramOption = Annotated[
@@ -321,6 +324,7 @@ def check(
             project=target.project,
             program=program,
             config=stack_config,
+            organization=target.organization,
         )
     except KeyfenceError as exc:
         if wants_report:

@@ -1,14 +1,15 @@
-"""``keyfence keys``: register, list and revoke exchange keys in Vault.
+"""``keyfence keys``: register, list, release and revoke exchange keys in Vault.
 
 Key material enters through standard input only (a no-echo prompt on a terminal), never
 through arguments or the environment, where shell history, ``ps`` and CI logs would keep
 it. Results go to stdout, one line or one report; progress bars and prompts go to stderr
 and appear only on a terminal, so piped output stays machine-readable.
 
-Exit codes: 0 done (for ``list``: no duplicate and no missing key); 1 refused (the key is
-registered elsewhere, the path is taken without ``--rotate``, a check-and-set race was
-lost, permissions beyond the role; ``list`` found duplicates or missing keys; a revoke
-was declined); 2 invalid input or a Vault error. Errors are rendered by the root group.
+Exit codes: 0 done (for ``list``: no duplicate, missing key or identity problem); 1 refused
+(the key is registered elsewhere, the path is taken without ``--rotate``, a check-and-set
+race was lost, permissions beyond the role, a claim held by another stack, a claimed or
+used key to revoke; ``list`` found problems; a revoke was declined); 2 invalid input or a
+Vault error. Errors are rendered by the root group.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Final, TextIO
 import typer
 from typer.core import TyperArgument, TyperCommand
 
-from ..errors import EXIT_OK, EXIT_VIOLATION
+from ..errors import EXIT_OK, EXIT_VIOLATION, RefusedError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -38,7 +39,7 @@ MAX_STDIN_BYTES: Final = 64 * 1024
 """Two lines of key material are well under this; more is the wrong thing piped in."""
 
 app = typer.Typer(
-    help="Register, list and revoke exchange keys in Vault: one key per process.",
+    help="Register, list, release and revoke exchange keys in Vault: one key per process.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -286,6 +287,7 @@ _HEADERS: Final = [
     "PERMISSIONS",
     "UPDATED",
     "STATUS",
+    "HOLDER",
 ]
 
 
@@ -307,6 +309,7 @@ def _rows(result: Inventory) -> list[list[str]]:
             ",".join(key.permissions) or "-",
             iso_utc(key.updated_time) if key.updated_time else "-",
             key.status,
+            key.holder or "(no ledger record)",
         ]
         for key in result.keys
     ]
@@ -330,6 +333,8 @@ def _verdict(result: Inventory) -> str:
         problems.append(f"{len(result.duplicates)} key(s) stored under several paths")
     if result.missing:
         problems.append(f"{len(result.missing)} process(es) without a key")
+    if result.problems:
+        problems.append(f"{len(result.problems)} identity or ledger problem(s)")
     if problems:
         return f"NOT CLEAN: {count}; {'; '.join(problems)}"
     if result.spec is None:
@@ -350,6 +355,13 @@ def _findings(result: Inventory) -> list[str]:
         f"  fingerprint {d.fingerprint[:12]}: " + ", ".join(f"{result.mount}/{p}" for p in d.paths)
         for d in result.duplicates
     )
+    lines.append(
+        f"problems (identity and key ledger at {result.mount}/{result.ledger}): {len(result.problems)}"
+    )
+    lines.extend(f"  {result.mount}/{p.path}: {p.problem}" for p in result.problems)
+    if result.repaired:
+        lines.append(f"repaired: {len(result.repaired)}")
+        lines.extend(f"  {line}" for line in result.repaired)
     return lines
 
 
@@ -409,17 +421,26 @@ def list_keys(
         ListFormat,
         typer.Option("--format", "-f", metavar="FORMAT", help="text or json.", case_sensitive=False),
     ] = ListFormat.text,
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="Create the missing ledger records (create-only) and remove unclaimed stale ones.",
+        ),
+    ] = False,
 ) -> None:
-    """Show every key under the prefix (metadata only); with --spec, cross-check it.
+    """Show every key under the prefix (metadata only) and its holder; with --spec, cross-check it.
 
-    Exit 1 when one key is stored under several paths or a process of --spec has no key.
+    Exit 1 when one key is stored under several paths (anywhere in the mount), a process of
+    --spec has no key, a fingerprint is missing or not tied to the current version, or a
+    ledger record names a path that no longer holds its key.
     """
     from ..keystore import inventory, resolve_placement
 
     fleet = _load(spec)
     placement = resolve_placement(fleet, mount, prefix)
     with _client() as client:
-        result = inventory(client, placement, spec=fleet, progress=_progress())
+        result = inventory(client, placement, spec=fleet, progress=_progress(), repair=repair)
     if fleet is not None:
         origin = f"the vault section of {spec}"
     elif mount is None and prefix is None:
@@ -458,8 +479,15 @@ def revoke(
     ] = None,
     mount: MountOption = None,
     prefix: PrefixOption = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Revoke even a key a stack claims or that --spec uses.")
+    ] = False,
 ) -> None:
-    """Destroy every version and the metadata of a process's key in Vault (not on Kraken)."""
+    """Destroy every version and the metadata of a process's key in Vault (not on Kraken).
+
+    Refused (exit 1) while a stack holds the key in the ledger, or while --spec uses it,
+    unless --force.
+    """
     from ..keystore import (
         SHORT_FINGERPRINT,
         KeyInputError,
@@ -470,8 +498,10 @@ def revoke(
         parse_process_ref,
         resolve_placement,
         revoke_key,
+        revoke_refusal,
         summarize_metadata,
     )
+    from ..vault import Ledger
 
     subaccount, process = parse_process_ref(name)
     fleet = _load(spec)
@@ -485,6 +515,10 @@ def revoke(
         )
     with _client() as client:
         metadata = describe_key(client, placement.mount, key_path)
+        ledger = Ledger(client, placement.mount, placement.ledger)
+        refusal = revoke_refusal(ledger, metadata, fleet)
+        if refusal is not None and not force:
+            raise RefusedError(f"refused: {refusal}; nothing was destroyed (--force revokes it anyway)")
         if not yes:
             fingerprint = metadata_fingerprint(metadata)
             about = ", ".join(
@@ -503,9 +537,58 @@ def revoke(
             ):
                 typer.echo("not revoked: nothing was destroyed", err=True)
                 raise typer.Exit(EXIT_VIOLATION)
-        done = revoke_key(client, metadata)
+        done = revoke_key(client, metadata, ledger)
     shown = f", fingerprint {done.fingerprint[:SHORT_FINGERPRINT]}" if done.fingerprint else ""
     typer.echo(
         f"revoked {done.ref}: destroyed {done.versions} version(s) and the metadata{shown}; "
         "the key still works on Kraken until you delete it there"
     )
+
+
+# --------------------------------------------------------------------------- release
+
+
+@app.command()
+def release(
+    name: ProcessArgument,
+    stack: Annotated[
+        str,
+        typer.Option(
+            "--stack",
+            help="The stack whose claim to free: STACK or ORG/PROJECT/STACK (project from Pulumi.yaml).",
+        ),
+    ],
+    force: Annotated[
+        bool, typer.Option("--force", help="Free the key's claim even if another stack holds it.")
+    ] = False,
+    path: PathOption = None,
+    spec: SpecOption = None,
+    mount: MountOption = None,
+    prefix: PrefixOption = None,
+) -> None:
+    """Free a ledger claim left by a stack removed without 'pulumi destroy'.
+
+    Refused (exit 1) when another stack holds the key, unless --force.
+    """
+    from ..check.runner import qualified_stack
+    from ..keystore import find_entry, key_path_for, parse_process_ref, resolve_placement
+    from ..keystore.claims import release_process
+    from ..vault import Ledger
+
+    subaccount, process = parse_process_ref(name)
+    fleet = _load(spec)
+    placement = resolve_placement(fleet, mount, prefix)
+    entry = find_entry(fleet, subaccount, process) if fleet is not None else None
+    key_path = key_path_for(subaccount, process, placement, path, entry)
+    holder = qualified_stack(stack)
+    with _client() as client:
+        ledger = Ledger(client, placement.mount, placement.ledger)
+        freed = release_process(client, ledger, f"{subaccount}/{process}", key_path, holder, force=force)
+    if not freed:
+        typer.echo(f"nothing to release: no claim on the key of {name} ({placement.mount}/{key_path})")
+        return
+    for done in freed:
+        typer.echo(
+            f"released {placement.mount}/{done.path} (fingerprint {done.fingerprint[:12]}): it was claimed "
+            f"by stack {done.stack} for {done.process} since {done.claimed_at or 'an unknown time'}"
+        )

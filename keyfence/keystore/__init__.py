@@ -5,7 +5,8 @@ guarantees: a key is never stored under a second path (its fingerprint is compar
 every key already registered), a write never silently replaces another one (check-and-set:
 create-only for a new key, the version read for a rotation), and no message, result or
 repr ever carries key material. One module per operation: ``inputs`` (what an operator
-gives), ``progress``, ``register``, ``inventory`` and ``revoke``.
+gives), ``progress``, ``register``, ``inventory``, ``revoke`` and ``claims`` (the key ledger's
+lifecycle: claim, release; the ``keyfence:ledger:Claim`` resource runs it).
 """
 
 from .facts import metadata_fingerprint
@@ -24,10 +25,10 @@ from .inputs import (
     resolve_placement,
     validate_material,
 )
-from .inventory import DuplicateKey, Inventory, InventoryKey, MissingKey, inventory
+from .inventory import DuplicateKey, Inventory, InventoryKey, KeyProblem, MissingKey, inventory
 from .progress import NoProgress, Progress
 from .register import Registered, Registration, iso_utc, plan_registration, preflight, register_key
-from .revoke import Revoked, describe_key, revoke_key, summarize_metadata
+from .revoke import Revoked, describe_key, revoke_key, revoke_refusal, summarize_metadata
 
 __all__ = [
     "DEFAULT_MOUNT",
@@ -38,6 +39,7 @@ __all__ = [
     "Inventory",
     "InventoryKey",
     "KeyInputError",
+    "KeyProblem",
     "MissingKey",
     "NoProgress",
     "Placement",
@@ -59,6 +61,7 @@ __all__ = [
     "register_key",
     "resolve_placement",
     "revoke_key",
+    "revoke_refusal",
     "summarize_metadata",
     "validate_material",
 ]

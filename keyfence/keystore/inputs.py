@@ -4,8 +4,6 @@ Also where keys live: the mount and prefix from the spec or the command line."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from dataclasses import dataclass
 from typing import Final
@@ -14,14 +12,12 @@ from keyfence_policies import permissions as perms
 from keyfence_policies.labels import canonical_key_path
 
 from ..errors import KeyfenceError
-from ..material import KeyMaterial
+from ..material import KeyMaterial, material_problems
 from ..spec import DNS_LABEL, MAX_PROCESS_NAME, MAX_SUBACCOUNT_NAME, PATH_SEGMENT, FleetSpec, ProcessEntry
 
 METADATA_REGISTERED_AT: Final = "registered_at"
 DEFAULT_MOUNT: Final = "secret"
 DEFAULT_PREFIX: Final = "kraken"
-MAX_MATERIAL_CHARS: Final = 1024
-"""Kraken keys are under 100 characters; anything far longer is the wrong thing pasted."""
 SHORT_FINGERPRINT: Final = 12
 TIMESTAMP: Final = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
 
@@ -90,35 +86,8 @@ def check_vault_path(value: str, what: str) -> str:
 
 
 def validate_material(api_key: str, api_secret: str) -> KeyMaterial:
-    """The pair as Kraken needs it, or KeyInputError naming the field and never its value.
-
-    The secret must be strict base64: Kraken signs requests with HMAC over the decoded
-    secret, so a secret that does not decode is a truncated or mangled paste.
-    """
-    problems = []
-    for name, value in (("api key", api_key), ("api secret", api_secret)):
-        if not value:
-            problems.append(f"the {name} is empty")
-        elif len(value) > MAX_MATERIAL_CHARS:
-            problems.append(f"the {name} is over {MAX_MATERIAL_CHARS} characters; is it the right value?")
-        elif any(c.isspace() for c in value):
-            problems.append(f"the {name} contains whitespace; paste it exactly, with no blanks in it")
-        elif not value.isascii() or not value.isprintable():
-            problems.append(f"the {name} contains characters that are not printable ASCII")
-    if not problems:
-        try:
-            decoded = base64.b64decode(api_secret, validate=True)
-        except (binascii.Error, ValueError):
-            decoded = b""
-            problems.append(
-                "the api secret is not valid base64 (Kraken signs requests with the base64-decoded "
-                "secret); paste it exactly as Kraken showed it, padding '=' included"
-            )
-        else:
-            if not decoded:
-                problems.append("the api secret decodes to nothing")
-        if api_key == api_secret:
-            problems.append("the api key and the api secret are the same value; one of them is misplaced")
+    """The pair as Kraken needs it, or KeyInputError naming the field and never its value."""
+    problems = material_problems(api_key, api_secret)
     if problems:
         raise KeyInputError("the key read from standard input cannot be registered", problems=problems)
     return KeyMaterial(api_key=api_key, api_secret=api_secret)
@@ -150,6 +119,8 @@ class Placement:
 
     mount: str
     prefix: str
+    ledger: str = "keyfence/ledger"
+    """Where the key ledger lives in the mount (the spec's ``vault.ledger``)."""
 
     def default_path(self, subaccount: str, process: str) -> str:
         return canonical_key_path(f"{self.prefix}/{subaccount}/{process}")
@@ -167,7 +138,7 @@ def resolve_placement(spec: FleetSpec | None, mount: str | None, prefix: str | N
                     f"{option} {given!r} contradicts the spec {spec.source}, whose vault section says "
                     f"{wanted!r}; drop {option} or fix the spec"
                 )
-        return Placement(spec.vault.mount, spec.vault.prefix)
+        return Placement(spec.vault.mount, spec.vault.prefix, spec.vault.ledger)
     return Placement(mount or DEFAULT_MOUNT, prefix or DEFAULT_PREFIX)
 
 

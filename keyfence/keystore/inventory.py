@@ -12,12 +12,15 @@ from keyfence_policies import permissions as perms
 
 from ..errors import KeyfenceError, VaultError
 from ..keys import (
+    METADATA_FINGERPRINT_VERSION,
     METADATA_PERMISSIONS,
     METADATA_SUBACCOUNT,
     METADATA_VENUE,
+    fingerprint_bound,
 )
 from ..spec import DNS_LABEL, FleetSpec, ProcessEntry
-from ..vault import KeyMetadata, KV2Client
+from ..vault import KeyMetadata, KV2Client, Ledger, LedgerRaceLostError, LedgerRecord
+from .claims import all_records
 from .facts import key_status, known_permissions, metadata_fingerprint, shown
 from .inputs import METADATA_REGISTERED_AT, TIMESTAMP, Placement
 from .progress import NoProgress, Progress, tracked
@@ -42,6 +45,8 @@ class InventoryKey:
     status: str
     """``ok``, ``deleted``, ``destroyed`` or ``no version``."""
     used_by: str | None = None
+    holder: str | None = None
+    """Who holds the key in the ledger: ``stack (process) since T``, ``nobody``, or None (no record)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -56,6 +61,7 @@ class InventoryKey:
             "updated_time": iso_utc(self.updated_time) if self.updated_time else None,
             "status": self.status,
             "used_by": self.used_by,
+            "holder": self.holder,
         }
 
 
@@ -82,6 +88,17 @@ class DuplicateKey:
         return {"fingerprint": self.fingerprint, "paths": list(self.paths)}
 
 
+@dataclass(frozen=True)
+class KeyProblem:
+    """Something about a key or a ledger record that breaks 'one key, one holder'."""
+
+    path: str
+    problem: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "problem": self.problem}
+
+
 @dataclass
 class Inventory:
     """Keys under the prefix, and, with a spec, how they match its processes."""
@@ -93,11 +110,14 @@ class Inventory:
     unused: list[str] = field(default_factory=list)
     missing: list[MissingKey] = field(default_factory=list)
     duplicates: list[DuplicateKey] = field(default_factory=list)
+    problems: list[KeyProblem] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
+    ledger: str = ""
 
     @property
     def clean(self) -> bool:
-        """No duplicate and no missing key; unused keys are worth a look but break nothing."""
-        return not (self.duplicates or self.missing)
+        """No duplicate, missing key or identity problem; unused keys are worth a look but break nothing."""
+        return not (self.duplicates or self.missing or self.problems)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -108,9 +128,10 @@ class Inventory:
             "unused": list(self.unused),
             "missing": [m.to_json() for m in self.missing],
             "duplicates": [d.to_json() for d in self.duplicates],
+            "problems": [p.to_json() for p in self.problems],
+            "repaired": list(self.repaired),
+            "ledger": self.ledger,
         }
-
-
 
 
 def _names_from_path(path: str, prefix: str) -> tuple[str | None, str | None]:
@@ -120,10 +141,6 @@ def _names_from_path(path: str, prefix: str) -> tuple[str | None, str | None]:
         return None, None
     rest = path[len(head) :].split("/")
     return (rest[0], rest[1]) if len(rest) == 2 else (None, None)
-
-
-
-
 
 
 def _inventory_key(metadata: KeyMetadata, prefix: str, entry: ProcessEntry | None) -> InventoryKey:
@@ -152,38 +169,68 @@ def inventory(
     *,
     spec: FleetSpec | None = None,
     progress: Progress | None = None,
+    repair: bool = False,
 ) -> Inventory:
-    """Every key under the prefix (plus the spec's keys outside it), read concurrently.
+    """Every key under the prefix (plus the spec's keys outside it), read concurrently, and the ledger.
 
-    Metadata only, never material. A key that cannot be read makes the inventory
-    unreliable, so any such error is raised listing every path that failed.
+    Metadata only, never material. The whole mount is read, so a copy of a key anywhere in
+    it is found. A key that cannot be read makes the inventory unreliable, so any such
+    error is raised listing every path that failed. ``repair`` creates the missing ledger
+    records of keys whose fingerprint is tied to their version (create-only) and removes
+    unclaimed records whose path no longer holds their key.
     """
     progress = progress or NoProgress()
     mount = placement.mount
+    ledger = Ledger(client, mount, placement.ledger)
     entries = spec.entries() if spec is not None else []
     by_path: dict[str, ProcessEntry] = {e.key_path: e for e in entries}
-    listed = client.list_keys(mount, placement.prefix)
-    paths = sorted(set(listed) | set(by_path))
+    everywhere = [p for p in client.list_keys(mount, "") if not ledger.contains(p)]
+    head = f"{placement.prefix}/"
+    listed = {p for p in everywhere if p.startswith(head)} | set(by_path)
+    paths = sorted(set(everywhere) | set(by_path))
     outcomes = tracked(
         client, lambda p: client.read_metadata(mount, p), paths, progress, f"reading {len(paths)} keys"
     )
     found: dict[str, KeyMetadata] = {}
     problems: list[str] = []
+    hidden: list[KeyProblem] = []
     for path, outcome in zip(paths, outcomes, strict=True):
         if absent(outcome):
             continue
         if isinstance(outcome, KeyfenceError):
-            problems.append(vault_problem(mount, path, outcome))
+            if path in listed:
+                problems.append(vault_problem(mount, path, outcome))
+            else:
+                # Outside the prefix, but a copy of a key could hide there: never a silent 'clean'.
+                hidden.append(
+                    KeyProblem(
+                        path,
+                        f"cannot be read, so a copy of a key could hide there: "
+                        f"{vault_problem(mount, path, outcome)}",
+                    )
+                )
             continue
         found[path] = outcome
     if problems:
         raise VaultError(f"cannot read every key under {mount}/{placement.prefix}", problems=problems)
 
-    keys = [_inventory_key(found[p], placement.prefix, by_path.get(p)) for p in sorted(found)]
-    result = Inventory(mount, placement.prefix, spec.source if spec is not None else None, keys)
-    result.duplicates = _duplicates(keys)
+    result = Inventory(
+        mount, placement.prefix, spec.source if spec is not None else None, [], ledger=ledger.root
+    )
+    mine = sorted(p for p in found if p in listed)
+    records = {r.fingerprint: r for r in all_records(client, ledger)}
+    result.keys = [
+        _with_holder(_inventory_key(found[p], placement.prefix, by_path.get(p)), records) for p in mine
+    ]
+    every = [_inventory_key(found[p], placement.prefix, None) for p in sorted(found)]
+    result.duplicates = [d for d in _duplicates(every) if set(d.paths) & listed]
+    result.problems.extend(hidden)
+    for path in mine:
+        result.problems.extend(_identity_problems(found[path]))
+    scope = {p for p in by_path} | {r.path for r in records.values() if r.path.startswith(head)}
+    _ledger_findings(result, ledger, found, records, listed | scope, repair)
     if spec is not None:
-        result.unused = [k.path for k in keys if k.path not in by_path]
+        result.unused = [k.path for k in result.keys if k.path not in by_path]
         for entry in entries:
             metadata = found.get(entry.key_path)
             if metadata is None:
@@ -194,6 +241,107 @@ def inventory(
                 continue
             result.missing.append(MissingKey(entry.ref, entry.key_path, reason))
     return result
+
+
+def _with_holder(key: InventoryKey, records: dict[str, LedgerRecord]) -> InventoryKey:
+    record = records.get(key.fingerprint) if key.fingerprint else None
+    if record is None or record.path != key.path:
+        return key
+    return InventoryKey(**{**key.__dict__, "holder": record.holder()})
+
+
+def _bound(metadata: KeyMetadata) -> bool:
+    raw = metadata.custom_metadata.get(METADATA_FINGERPRINT_VERSION)
+    return fingerprint_bound(metadata, int(raw) if raw is not None and raw.isdigit() else None)
+
+
+def _identity_problems(metadata: KeyMetadata) -> list[KeyProblem]:
+    if key_status(metadata) == "destroyed":
+        return []
+    if metadata_fingerprint(metadata) is None:
+        return [
+            KeyProblem(
+                metadata.path,
+                "no fingerprint in its custom metadata, so a copy of it elsewhere cannot be found; "
+                "register it again with 'keyfence keys register --rotate'",
+            )
+        ]
+    if not _bound(metadata):
+        raw = metadata.custom_metadata.get(METADATA_FINGERPRINT_VERSION)
+        said = f"describes version {raw}" if raw and raw.isdigit() else "is not tied to a version"
+        return [
+            KeyProblem(
+                metadata.path,
+                f"its fingerprint {said} but the current version is {metadata.current_version} (rolled back "
+                "or written by hand): which key it holds is unknown; register it again with "
+                "'keyfence keys register --rotate'",
+            )
+        ]
+    return []
+
+
+def _ledger_findings(
+    result: Inventory,
+    ledger: Ledger,
+    found: dict[str, KeyMetadata],
+    records: dict[str, LedgerRecord],
+    listed: set[str],
+    repair: bool,
+) -> None:
+    """Keys without a record (repaired on request), records at another path, stale records."""
+    mount = ledger.mount
+    for path in sorted(p for p in found if p in listed):
+        metadata = found[path]
+        fingerprint = metadata_fingerprint(metadata)
+        if fingerprint is None or not _bound(metadata) or key_status(metadata) != "ok":
+            continue
+        record = records.get(fingerprint)
+        if record is None:
+            if repair:
+                try:
+                    records[fingerprint] = ledger.create(LedgerRecord(fingerprint, path))
+                    result.repaired.append(f"created the ledger record of {mount}/{path}")
+                    continue
+                except LedgerRaceLostError:
+                    record = ledger.read(fingerprint)
+            if record is None:
+                continue
+        if record.path != path:
+            result.problems.append(
+                KeyProblem(
+                    path,
+                    f"the key ledger records this API key at {mount}/{record.path} (held by "
+                    f"{record.holder()}): one key under two paths",
+                )
+            )
+    for fingerprint, record in sorted(records.items()):
+        if record.path not in listed:
+            continue
+        there = found.get(record.path)
+        holds = (
+            there is not None
+            and metadata_fingerprint(there) == fingerprint
+            and _bound(there)
+            and key_status(there) == "ok"
+        )
+        if holds:
+            continue
+        if repair and not record.claimed:
+            ledger.remove(fingerprint)
+            result.repaired.append(f"removed the stale ledger record {ledger.ref(fingerprint)}")
+            continue
+        result.problems.append(
+            KeyProblem(
+                record.path,
+                f"the ledger record {ledger.ref(fingerprint)[: len(mount) + len(ledger.root) + 14]}... says "
+                f"this path holds key {fingerprint[:12]} (held by {record.holder()}), but it no longer does; "
+                + (
+                    "release the claim ('keyfence keys release') then run 'keyfence keys list --repair'"
+                    if record.claimed
+                    else "run 'keyfence keys list --repair' to remove the record"
+                ),
+            )
+        )
 
 
 def _duplicates(keys: Iterable[InventoryKey]) -> list[DuplicateKey]:

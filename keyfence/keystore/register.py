@@ -11,13 +11,23 @@ from keyfence_policies import permissions as perms
 from ..errors import KeyfenceError, RefusedError, VaultError
 from ..keys import (
     METADATA_FINGERPRINT,
+    METADATA_FINGERPRINT_VERSION,
     METADATA_PERMISSIONS,
     METADATA_SUBACCOUNT,
     METADATA_VENUE,
 )
 from ..material import KeyMaterial, fingerprint_of
 from ..spec import FleetSpec, ProcessEntry
-from ..vault import KeyMetadata, KeyNotFoundError, KV2Client, KVMountError
+from ..vault import (
+    KeyMetadata,
+    KeyNotFoundError,
+    KV2Client,
+    KVMountError,
+    Ledger,
+    LedgerRaceLostError,
+    LedgerRecord,
+)
+from ..vault.ledger import describe
 from .facts import key_status, metadata_fingerprint
 from .inputs import (
     METADATA_REGISTERED_AT,
@@ -31,6 +41,23 @@ from .inputs import (
     resolve_placement,
 )
 from .progress import NoProgress, Progress, tracked
+
+KEYFENCE_METADATA: tuple[str, ...] = (
+    METADATA_SUBACCOUNT,
+    METADATA_VENUE,
+    METADATA_PERMISSIONS,
+    METADATA_FINGERPRINT,
+    METADATA_FINGERPRINT_VERSION,
+    METADATA_REGISTERED_AT,
+)
+"""The custom metadata keys keyfence owns; every other key (an operator's owner, ticket) is kept."""
+
+
+def merged_metadata(existing: dict[str, str], ours: dict[str, str]) -> dict[str, str]:
+    """The operator's entries as they are, keyfence's replaced: a rotation never erases a ticket."""
+    kept = {k: v for k, v in existing.items() if k not in KEYFENCE_METADATA}
+    return {**kept, **ours}
+
 
 # --------------------------------------------------------------------------- register
 
@@ -171,8 +198,6 @@ def _existing(client: KV2Client, mount: str, path: str) -> KeyMetadata | None:
     return metadata if metadata.current_version else None
 
 
-
-
 def _holders_of(
     client: KV2Client,
     mount: str,
@@ -276,6 +301,12 @@ def register_key(
     fingerprint = fingerprint_of(material.api_key)
     current = _existing(client, mount, path)
     _refuse_target(registration, current, fingerprint)
+    ledger = Ledger(client, mount, registration.placement.ledger)
+    if ledger.contains(path):
+        raise RefusedError(
+            f"refused: {registration.ref} lies inside the key ledger ({mount}/{ledger.root}/); "
+            "keys live elsewhere in the mount"
+        )
     holders, unknown = _holders_of(client, mount, _scan_paths(client, registration), fingerprint, progress)
     if holders:
         where = ", ".join(f"{mount}/{p}" for p in holders)
@@ -284,17 +315,44 @@ def register_key(
             f"{where}; two processes on one key interleave nonces. Create a separate key on Kraken for "
             f"{registration.process_ref} and register that one; nothing was written"
         )
+    record = ledger.read(fingerprint)
+    if record is not None and record.path != path:
+        raise RefusedError(
+            f"refused: this API key (fingerprint {fingerprint[:SHORT_FINGERPRINT]}) is already registered at "
+            f"{mount}/{record.path} (key ledger {ledger.ref(fingerprint)}, held by {record.holder()}); two "
+            f"processes on one key interleave nonces. Create a separate key on Kraken for "
+            f"{registration.process_ref} and register that one; nothing was written (if that path no "
+            "longer holds this key, 'keyfence keys list --repair' removes the stale record)"
+        )
+    created = False
+    if record is None:
+        # The ledger record first: of two registrations of one key, whatever their paths, one wins here.
+        try:
+            record = ledger.create(LedgerRecord(fingerprint, path))
+            created = True
+        except LedgerRaceLostError:
+            raise RefusedError(
+                f"refused: this API key (fingerprint {fingerprint[:SHORT_FINGERPRINT]}) was registered "
+                f"concurrently: {describe(ledger.read(fingerprint), mount)}; nothing was written"
+            ) from None
     cas = current.current_version if current is not None else 0
-    version = client.write_key(mount, path, material, cas=cas)
+    try:
+        version = client.write_key(mount, path, material, cas=cas)
+    except BaseException:
+        if created:
+            _forget(ledger, fingerprint)
+        raise
     custom = {
         METADATA_SUBACCOUNT: registration.subaccount,
         METADATA_VENUE: registration.venue,
         METADATA_PERMISSIONS: perms.format_permissions(registration.permissions),
         METADATA_FINGERPRINT: fingerprint,
+        METADATA_FINGERPRINT_VERSION: str(version),
         METADATA_REGISTERED_AT: iso_utc(now()),
     }
     try:
-        client.write_key_metadata(mount, path, custom, cas_required=True)
+        existing = dict(client.read_metadata(mount, path).custom_metadata)
+        client.write_key_metadata(mount, path, merged_metadata(existing, custom), cas_required=True)
     except KeyfenceError as exc:
         raise VaultError(
             f"{registration.ref}: version {version} of the key was written but its metadata was not "
@@ -309,4 +367,29 @@ def register_key(
             "re-register them with 'keyfence keys register --rotate'"
         )
     replaced = current.current_version if current is not None else None
+    old = metadata_fingerprint(current) if current is not None else None
+    if old is not None and old != fingerprint:
+        warnings.extend(_retire(ledger, old, path))
     return Registered(mount, path, version, fingerprint, replaced, tuple(warnings))
+
+
+def _forget(ledger: Ledger, fingerprint: str) -> None:
+    """Undo a ledger record whose key was never written; a failure here is left for --repair."""
+    try:
+        ledger.remove(fingerprint)
+    except KeyfenceError:
+        return
+
+
+def _retire(ledger: Ledger, fingerprint: str, path: str) -> list[str]:
+    """After a rotation, the old key's record goes unless a stack still holds it (then it says so)."""
+    record = ledger.read(fingerprint)
+    if record is None or record.path != path:
+        return []
+    if record.claimed:
+        return [
+            f"the replaced key is still claimed by {record.holder()}; the claim is released, and its "
+            "ledger record removed, by that stack's next 'pulumi up'"
+        ]
+    ledger.remove(fingerprint)
+    return []

@@ -12,8 +12,8 @@ from ..keys import (
     METADATA_SUBACCOUNT,
     METADATA_VENUE,
 )
-from ..spec import DNS_LABEL
-from ..vault import KeyMetadata, KV2Client
+from ..spec import DNS_LABEL, FleetSpec
+from ..vault import KeyMetadata, KV2Client, Ledger
 from .facts import known_permissions, metadata_fingerprint, shown
 
 # --------------------------------------------------------------------------- revoke
@@ -38,11 +38,30 @@ def describe_key(client: KV2Client, mount: str, path: str) -> KeyMetadata:
     return client.read_metadata(mount, path)
 
 
-def revoke_key(client: KV2Client, metadata: KeyMetadata) -> Revoked:
-    """Destroy every version and the metadata of the key ``metadata`` describes."""
+def revoke_refusal(ledger: Ledger, metadata: KeyMetadata, spec: FleetSpec | None) -> str | None:
+    """Why revoking this key would break a running fleet: a stack claims it, or the spec uses it."""
+    reasons = []
+    fingerprint = metadata_fingerprint(metadata)
+    record = ledger.read(fingerprint) if fingerprint is not None else None
+    if record is not None and record.claimed and record.path == metadata.path:
+        reasons.append(f"{metadata.ref} is claimed in the key ledger by {record.holder()}")
+    if spec is not None:
+        users = [e.ref for e in spec.entries() if e.key_path == metadata.path]
+        if users:
+            reasons.append(f"{spec.source} runs {', '.join(users)} on {metadata.ref}")
+    return "; ".join(reasons) or None
+
+
+def revoke_key(client: KV2Client, metadata: KeyMetadata, ledger: Ledger | None = None) -> Revoked:
+    """Destroy every version and the metadata of the key ``metadata`` describes, and its ledger record."""
     client.destroy_all_versions(metadata.mount, metadata.path)
     live = sum(1 for v in metadata.versions.values() if not v.destroyed)
-    return Revoked(metadata.mount, metadata.path, live, metadata_fingerprint(metadata))
+    fingerprint = metadata_fingerprint(metadata)
+    if ledger is not None and fingerprint is not None:
+        record = ledger.read(fingerprint)
+        if record is not None and record.path == metadata.path:
+            ledger.remove(fingerprint)
+    return Revoked(metadata.mount, metadata.path, live, fingerprint)
 
 
 def summarize_metadata(metadata: Mapping[str, str]) -> str:

@@ -289,6 +289,10 @@ class VaultSection(_Strict):
     prefix: StrictStr = Field(
         "kraken", description="Default key path prefix: <prefix>/<subaccount>/<process>."
     )
+    ledger: StrictStr = Field(
+        "keyfence/ledger",
+        description="Where the key ledger lives in the mount: one record per key at <ledger>/<fingerprint>.",
+    )
 
     @field_validator("mount")
     @classmethod
@@ -300,6 +304,12 @@ class VaultSection(_Strict):
     @classmethod
     def _prefix(cls, value: str) -> str:
         result: str = _vault_path("vault prefix")(value)
+        return result
+
+    @field_validator("ledger")
+    @classmethod
+    def _ledger(cls, value: str) -> str:
+        result: str = _vault_path("vault ledger")(value)
         return result
 
 

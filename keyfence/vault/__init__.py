@@ -4,8 +4,8 @@ hvac already models Vault's API, so each client method is one hvac call. What th
 adds around those calls, one module each: connection settings from the standard environment
 (``settings``), errors that name the Vault address, the key and what to do (``errors``), one
 pooled session with retries limited to failures safe to repeat (``transport``), key metadata
-(``metadata``) and the KV v2 operations (``kv``). No message, log line or repr ever carries
-key material or a credential.
+(``metadata``), the KV v2 operations (``kv``) and the key ledger's records (``ledger``). No
+message, log line or repr ever carries key material or a credential.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -24,9 +24,18 @@ from .settings import VaultSettings
 
 if TYPE_CHECKING:
     from .kv import KV2Client, connect
+    from .ledger import DEFAULT_LEDGER, Ledger, LedgerAccessError, LedgerRaceLostError, LedgerRecord, conflict
     from .transport import read_many
 
-_LAZY = {"KV2Client": ".kv", "connect": ".kv", "read_many": ".transport"}
+_LAZY = {
+    "KV2Client": ".kv",
+    "connect": ".kv",
+    "read_many": ".transport",
+    **dict.fromkeys(
+        ("DEFAULT_LEDGER", "Ledger", "LedgerAccessError", "LedgerRaceLostError", "LedgerRecord", "conflict"),
+        ".ledger",
+    ),
+}
 """Loaded on first use: hvac and requests cost a noticeable part of a second to import, and
 ``keyfence check --offline`` (or a spec error) never talks to Vault."""
 
@@ -42,6 +51,7 @@ def __getattr__(name: str) -> Any:
     return value
 
 __all__ = [
+    "DEFAULT_LEDGER",
     "KV2Client",
     "KVMountError",
     "KeyAccessDeniedError",
@@ -49,10 +59,15 @@ __all__ = [
     "KeyNotFoundError",
     "KeyVersion",
     "KeyVersionGoneError",
+    "Ledger",
+    "LedgerAccessError",
+    "LedgerRaceLostError",
+    "LedgerRecord",
     "MalformedKeyError",
     "VaultRequestError",
     "VaultSettings",
     "VaultUnavailableError",
+    "conflict",
     "connect",
     "read_many",
 ]

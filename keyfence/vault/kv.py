@@ -170,6 +170,59 @@ class KV2Client(Transport):
             ),
         )
 
+    def read_record(self, mount: str, path: str) -> tuple[dict[str, str], int] | None:
+        """A non-secret record (string fields) and its version; ``None`` when nothing is there.
+
+        For keyfence's own bookkeeping (the key ledger), never for key material.
+        """
+        mount, path = _checked(mount, path)
+        op = Operation("read", mount, f"{mount}/{path}", "read", f"{mount}/data/{path}")
+        try:
+            response = self._call(
+                op,
+                lambda: self._client.secrets.kv.v2.read_secret_version(
+                    path=path, mount_point=mount, raise_on_deleted_version=True
+                ),
+                translate_missing=False,
+            )
+        except hvac.exceptions.InvalidPath as exc:
+            if NO_ROUTE.search(errors_text(exc)) or self._mount_finding(mount):
+                raise self._missing(op, exc) from None
+            return None
+        body = data_of(self._vault_json(op, response))
+        data = body.get("data") if isinstance(body, dict) else None
+        meta = body.get("metadata") if isinstance(body, dict) else None
+        version = meta.get("version") if isinstance(meta, dict) else None
+        if not isinstance(data, dict) or not isinstance(version, int):
+            raise VaultRequestError(self.addr, op.ref, "Vault answered with a record keyfence cannot parse")
+        return {str(k): str(v) for k, v in data.items() if v is not None}, version
+
+    def write_record(self, mount: str, path: str, record: Mapping[str, str], cas: int) -> int:
+        """Write a non-secret record with check-and-set (``cas=0``: create only); the new version.
+
+        A lost race is a RefusedError. Not retried on a check-and-set mismatch: the caller
+        reads again and decides, because someone else's write may be the reason.
+        """
+        mount, path = _checked(mount, path)
+        op = Operation(
+            "create" if cas == 0 else "update",
+            mount,
+            f"{mount}/{path}",
+            "create" if cas == 0 else "update",
+            f"{mount}/data/{path}",
+        )
+        response = self._call(
+            op,
+            lambda: self._client.secrets.kv.v2.create_or_update_secret(
+                path=path, secret=dict(record), cas=cas, mount_point=mount
+            ),
+        )
+        body = data_of(response)
+        version = body.get("version") if isinstance(body, dict) else None
+        if not isinstance(version, int):
+            raise VaultRequestError(self.addr, op.ref, "Vault accepted the write but did not say its version")
+        return version
+
     def list_keys(self, mount: str, prefix: str = "") -> list[str]:
         """Every leaf path under ``prefix``, recursively, sorted; empty when there is none.
 

@@ -30,6 +30,9 @@ FINGERPRINT: Final = f"{DOMAIN}/fingerprint"
 KEY_VERSION: Final = f"{DOMAIN}/key-version"
 PERMISSIONS: Final = f"{DOMAIN}/permissions"
 ALLOW_WITHDRAWALS: Final = f"{DOMAIN}/allow-withdrawals"
+# Set by `keyfence check` only: why the key ledger forbids this stack the key (held by another stack,
+# or recorded at another path). The check reports it as a mandatory violation.
+LEDGER_CONFLICT: Final = f"{DOMAIN}/ledger-conflict"
 
 MANAGED_BY: Final = "keyfence"
 

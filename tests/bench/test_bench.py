@@ -204,7 +204,7 @@ def test_python_m_bench_runs_end_to_end_on_a_real_openbao(tmp_path: Path) -> Non
         )
     assert step["stages"]["gc"] == pytest.approx(sizes[1]["memory"]["gc_s"] / sizes[0]["memory"]["gc_s"])
     assert {t["status"] for t in results["targets"]} == {"n/a"}, "targets are stated for 1000-4000 processes"
-    assert len(results["targets"]) == 5 + 2 * (len(STAGES) + 1)
+    assert len(results["targets"]) == 6 + 2 * (len(STAGES) + 1)
 
     table = done.stdout
     assert "keyfence check end to end" in table and "check / floor" in table and "targets" in table

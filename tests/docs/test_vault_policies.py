@@ -45,15 +45,23 @@ def parse_paths(text: str) -> dict[str, set[str]]:
 
 
 def test_policies_grant_exactly_the_documented_capabilities() -> None:
-    assert parse_paths(hcl("ci-metadata")) == {"secret/metadata/kraken/*": {"read", "list"}}
+    assert parse_paths(hcl("ci-metadata")) == {
+        "secret/metadata/kraken/*": {"read", "list"},
+        "secret/data/keyfence/ledger/*": {"read"},
+    }
     assert parse_paths(hcl("deploy")) == {
         "secret/data/kraken/*": {"read"},
         "secret/metadata/kraken/*": {"read", "list"},
+        "secret/data/keyfence/ledger/*": {"create", "read", "update"},
+        "secret/metadata/keyfence/ledger/*": {"delete"},
     }
     assert parse_paths(hcl("key-admin")) == {
         "secret/data/kraken/*": {"create", "update"},
         "secret/metadata/kraken/*": {"create", "read", "update", "patch", "delete", "list"},
         "secret/destroy/kraken/*": {"update"},
+        "secret/data/keyfence/ledger/*": {"create", "read", "update"},
+        "secret/metadata/keyfence/ledger/*": {"read", "list", "delete"},
+        "secret/metadata/*": {"read", "list"},
     }
 
 
@@ -249,6 +257,8 @@ CAPABILITY_TABLE = {
         "secret/destroy/kraken/a/b": ["deny"],
         "secret/delete/kraken/a/b": ["deny"],
         "secret/metadata/other/a": ["deny"],
+        "secret/data/keyfence/ledger/ab": ["read"],
+        "secret/metadata/keyfence/ledger/ab": ["deny"],
     },
     "deploy": {
         "secret/metadata/kraken/a/b": ["list", "read"],
@@ -257,6 +267,8 @@ CAPABILITY_TABLE = {
         "secret/delete/kraken/a/b": ["deny"],
         "secret/undelete/kraken/a/b": ["deny"],
         "secret/data/other/a": ["deny"],
+        "secret/data/keyfence/ledger/ab": ["create", "read", "update"],
+        "secret/metadata/keyfence/ledger/ab": ["delete"],
     },
     "key-admin": {
         "secret/metadata/kraken/a/b": ["create", "delete", "list", "patch", "read", "update"],
@@ -264,6 +276,8 @@ CAPABILITY_TABLE = {
         "secret/destroy/kraken/a/b": ["update"],
         "secret/delete/kraken/a/b": ["deny"],
         "secret/data/other/a": ["deny"],
+        "secret/data/keyfence/ledger/ab": ["create", "read", "update"],
+        "secret/metadata/keyfence/ledger/ab": ["delete", "list", "read"],
     },
 }
 
@@ -424,3 +438,45 @@ def test_pipeline_guide_cli_commands_work(openbao: OpenBao, key_path: str, tmp_p
         f"token_policies={ci_policy}",
         "token_ttl=20m",
     )
+
+
+@pytest.mark.vault
+def test_ledger_roles_register_claim_and_check_with_the_documented_policies(openbao: OpenBao) -> None:
+    """key-admin registers (creating the record), deploy claims and releases, CI reads the holder."""
+    import base64
+    import secrets
+
+    from keyfence.keys import resolve_keys
+    from keyfence.keystore import plan_registration, register_key
+    from keyfence.keystore.claims import claim_key, release_claim
+    from keyfence.material import KeyMaterial
+    from keyfence.spec import load_spec_text
+    from keyfence.vault import Ledger, VaultSettings, connect
+
+    sub = f"s{uuid.uuid4().hex[:10]}"
+    material = KeyMaterial(
+        f"POLICYKEY{secrets.token_hex(8)}", base64.b64encode(secrets.token_bytes(32)).decode()
+    )
+
+    def client(name: str) -> Any:
+        return connect(VaultSettings(addr=openbao.addr, token=openbao.token(hcl(name)), timeout=10.0))
+
+    with client("key-admin") as admin:
+        plan = plan_registration(f"{sub}/executor", venue="futures", permissions="general-full")
+        register_key(admin, plan, material)
+    spec = load_spec_text(
+        f"version: 1\nsubaccounts:\n  - name: {sub}\n    venue: futures\n    processes:\n"
+        "      - {name: executor, role: trader, image: 'ghcr.io/acme/bot:1.0.0'}\n",
+        "fleet.yaml",
+    )
+    with client("deploy") as deploy:
+        (key,) = resolve_keys(spec, deploy, "deploy", "organization/desk/prod")
+        ledger = Ledger(deploy, MOUNT)
+        claim_key(ledger, material.fingerprint, key.path, "organization/desk/prod", f"{sub}/executor")
+    with client("ci-metadata") as ci:
+        (seen,) = resolve_keys(spec, ci, "check", "organization/desk/staging")
+        assert seen.ledger_conflict is not None and "organization/desk/prod" in seen.ledger_conflict
+    with client("deploy") as deploy:
+        assert release_claim(
+            Ledger(deploy, MOUNT), material.fingerprint, "organization/desk/prod", f"{sub}/executor"
+        )

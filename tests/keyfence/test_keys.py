@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from collections.abc import Iterator
 from typing import Any
@@ -42,8 +43,14 @@ def futures(name: str, *processes: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "venue": "futures", "processes": list(processes)}
 
 
+LEDGER_READ = 'path "secret/data/keyfence/ledger/*" { capabilities = ["read"] }'
+"""What every resolving token needs beside its keys: reading the key ledger."""
+
+
 def canary(prefix: str, name: str) -> KeyMaterial:
-    return KeyMaterial(api_key=f"CANARYKEY-{prefix}-{name}", api_secret=f"CANARYSECRET-{prefix}-{name}")
+    # The secret is valid base64, as the deploy pre-flight demands of every stored version.
+    secret = base64.b64encode(f"CANARYSECRET-{prefix}-{name}".encode()).decode()
+    return KeyMaterial(api_key=f"CANARYKEY-{prefix}-{name}", api_secret=secret)
 
 
 def by_name(spec: FleetSpec) -> dict[str, ProcessEntry]:
@@ -162,7 +169,8 @@ def test_deploy_by_approle(openbao: OpenBao, vault_prefix: str) -> None:
         register(openbao, entry, canary(vault_prefix, entry.ref))
     role_id, secret_id = openbao.approle(
         f'path "secret/data/{vault_prefix}/*" {{ capabilities = ["read"] }}\n'
-        f'path "secret/metadata/{vault_prefix}/*" {{ capabilities = ["read"] }}'
+        f'path "secret/metadata/{vault_prefix}/*" {{ capabilities = ["read"] }}\n'
+        + LEDGER_READ
     )
     settings = VaultSettings(addr=openbao.addr, auth="approle", role_id=role_id, secret_id=secret_id)
     with connect(settings) as client:
@@ -397,7 +405,9 @@ def test_check_never_reads_material_when_metadata_has_the_fingerprint(
     register(openbao, e["a"], canary(vault_prefix, "a"))
     register(openbao, e["b"], canary(vault_prefix, "b"))
     register(openbao, e["nofp"], canary(vault_prefix, "nofp"), fingerprint=None)
-    token = openbao.token(f'path "secret/metadata/{vault_prefix}/*" {{ capabilities = ["read"] }}')
+    token = openbao.token(
+        f'path "secret/metadata/{vault_prefix}/*" {{ capabilities = ["read"] }}\n' + LEDGER_READ
+    )
     with FlakyProxy(openbao.addr) as proxy, connect(VaultSettings(addr=proxy.addr, token=token)) as client:
         keys = {k.entry.process.name: k for k in resolve_keys(spec, client, "check")}
     assert keys["a"].identity_source == keys["b"].identity_source == "metadata"
@@ -424,7 +434,9 @@ def test_metadata_forbidden_is_a_per_key_problem(openbao: OpenBao, vault_prefix:
     e = by_name(spec)
     register(openbao, e["allowed"], canary(vault_prefix, "allowed"))
     register(openbao, e["hidden"], canary(vault_prefix, "hidden"))
-    token = openbao.token(f'path "secret/+/{vault_prefix}/momentum/allowed" {{ capabilities = ["read"] }}')
+    token = openbao.token(
+        f'path "secret/+/{vault_prefix}/momentum/allowed" {{ capabilities = ["read"] }}\n' + LEDGER_READ
+    )
     with (
         connect(VaultSettings(addr=openbao.addr, token=token)) as client,
         pytest.raises(KeyVerificationError) as info,

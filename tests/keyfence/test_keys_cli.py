@@ -451,7 +451,18 @@ def test_list_json_cross_checks_the_spec(
     result = invoke("list", "--spec", str(spec), "--format", "json")
     assert result.exit_code == EXIT_VIOLATION, result.output
     report = json.loads(result.stdout)
-    assert set(report) == {"mount", "prefix", "spec", "keys", "unused", "missing", "duplicates"}
+    assert set(report) == {
+        "mount",
+        "prefix",
+        "spec",
+        "keys",
+        "unused",
+        "missing",
+        "duplicates",
+        "problems",
+        "repaired",
+        "ledger",
+    }
     assert (report["mount"], report["prefix"], report["spec"]) == ("secret", vault_prefix, str(spec))
     assert [k["path"] for k in report["keys"]] == [
         f"{vault_prefix}/main/treasury",
@@ -471,7 +482,11 @@ def test_list_json_cross_checks_the_spec(
         "updated_time",
         "status",
         "used_by",
+        "holder",
     }
+    assert treasury["holder"] == "nobody"
+    # The hand-made copy is also a ledger problem: the record names the treasury's path.
+    assert [p["path"] for p in report["problems"]] == [f"{vault_prefix}/momentum/executor"]
     assert treasury["fingerprint"] == fingerprint_of(shared.api_key)
     assert treasury["permissions"] == ["deposit-funds", "query-funds", "withdraw-funds"]
     assert (treasury["version"], treasury["status"], treasury["used_by"]) == (1, "ok", "main/treasury")
@@ -510,7 +525,7 @@ def test_list_text_cross_checks_the_spec(
     ) in out
     assert out.endswith(
         "NOT CLEAN: 3 keys under secret/" + vault_prefix + "; 1 key(s) stored under several paths; "
-        "1 process(es) without a key\n"
+        "1 process(es) without a key; 1 identity or ledger problem(s)\n"
     )
     assert result.stderr == ""
 
@@ -545,7 +560,11 @@ def test_list_of_an_empty_prefix(vault_env: dict[str, str], vault_prefix: str) -
 def test_register_without_write_capability_names_it(
     openbao: OpenBao, vault_env: dict[str, str], vault_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    token = openbao.token(f'path "secret/metadata/{vault_prefix}/*" {{ capabilities = ["read", "list"] }}')
+    token = openbao.token(
+        f'path "secret/metadata/{vault_prefix}/*" {{ capabilities = ["read", "list"] }}\n'
+        'path "secret/data/keyfence/ledger/*" { capabilities = ["create", "read", "update"] }\n'
+        'path "secret/metadata/keyfence/ledger/*" { capabilities = ["delete"] }'
+    )
     monkeypatch.setenv("VAULT_TOKEN", token)
     result = register(vault_prefix, "momentum/executor", new_material())
     assert result.exit_code == EXIT_INVALID
@@ -563,14 +582,18 @@ def test_list_without_list_capability_names_it(
     monkeypatch.setenv("VAULT_TOKEN", token)
     result = invoke("list", "--prefix", vault_prefix)
     assert result.exit_code == EXIT_INVALID
-    assert f"the 'list' capability on 'secret/metadata/{vault_prefix}/'" in result.stderr
+    # list looks for copies in the whole mount, so it lists from the mount's root.
+    assert "the 'list' capability on 'secret/metadata/'" in result.stderr
 
 
 def test_revoke_without_delete_capability_names_it(
     openbao: OpenBao, vault_env: dict[str, str], vault_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     register(vault_prefix, "momentum/executor", new_material())
-    token = openbao.token(f'path "secret/metadata/{vault_prefix}/*" {{ capabilities = ["read", "list"] }}')
+    token = openbao.token(
+        f'path "secret/metadata/{vault_prefix}/*" {{ capabilities = ["read", "list"] }}\n'
+        'path "secret/data/keyfence/ledger/*" { capabilities = ["read"] }'
+    )
     monkeypatch.setenv("VAULT_TOKEN", token)
     result = invoke("revoke", "momentum/executor", "--prefix", vault_prefix, "--yes")
     assert result.exit_code == EXIT_INVALID

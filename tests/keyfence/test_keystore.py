@@ -244,6 +244,7 @@ def test_register_writes_material_and_metadata(client: KV2Client, vault_prefix: 
         "venue": "futures",
         "permissions": "general-full",
         "fingerprint": done.fingerprint,
+        "fingerprint_version": "1",
     }
     assert metadata.cas_required is True
     assert_clean(repr(done))
@@ -437,7 +438,8 @@ def test_inventory_cross_checks_the_spec(client: KV2Client, openbao: OpenBao, va
     )
     assert treasury.permissions == ("deposit-funds", "query-funds", "withdraw-funds")
     assert by_path[f"{vault_prefix}/old/bot"].used_by is None
-    assert progress.total == 5 and progress.steps == 5 and progress.ended
+    # The whole mount is read (a copy may sit anywhere in it), so other tests' keys count too.
+    assert progress.total == progress.steps >= 5 and progress.ended
     assert_clean(repr(result.to_json()))
 
 
