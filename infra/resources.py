@@ -20,7 +20,7 @@ from .spec import FleetSpec, ProcessEntry, Subaccount
 KEY_VOLUME = "exchange-key"
 KEY_FILE_MODE = 0o400
 RUN_AS = 10001
-NOT_FETCHED = "<not fetched: keyfence check reads key metadata only>"
+NOT_FETCHED = L.MATERIAL_PLACEHOLDER
 """Stands in for key material when the program runs in check or offline mode."""
 
 
@@ -77,7 +77,7 @@ class ProcessResources(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions,
     ) -> None:
         entry = key.entry
-        super().__init__("keyfence:fleet:Process", entry.ref, None, opts)
+        super().__init__(L.PROCESS_COMPONENT, entry.ref, None, opts)
         self.ref = entry.ref
         child = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
         namespace_name = entry.subaccount.name
@@ -220,7 +220,7 @@ class SubaccountResources(pulumi.ComponentResource):
     """One subaccount (one strategy): a labelled Namespace, default-deny ingress, and its processes."""
 
     def __init__(self, sub: Subaccount, keys: list[ResolvedKey], master_subaccounts: frozenset[str]) -> None:
-        super().__init__("keyfence:fleet:Subaccount", sub.name, None, None)
+        super().__init__(L.SUBACCOUNT_COMPONENT, sub.name, None, None)
         ns_labels = {
             L.SUBACCOUNT: sub.name,
             L.VENUE: sub.venue,

@@ -12,6 +12,7 @@ instead of passing or crashing.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Final
 
@@ -47,6 +48,27 @@ _UNKNOWN_SENTINELS: Final = frozenset(
     if name.startswith("UNKNOWN_") and isinstance(value, str)
 )
 _UNKNOWN_ERROR: Final[type[BaseException]] = getattr(_sdk_proxy, "UnknownValueError", LookupError)
+
+
+_SNAKE: Final[dict[str, str]] = {
+    name: re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
+    for name in (
+        "apiVersion", "automountServiceAccountToken", "concurrencyPolicy", "configMap", "configMapKeyRef",
+        "configMapRef", "defaultMode", "enableServiceLinks", "envFrom", "ephemeralContainers",
+        "initContainers", "jobTargetRef", "jobTemplate", "matchLabels", "maxSurge", "mountPath",
+        "nodePublishSecretRef", "readOnly", "readOnlyRootFilesystem", "allowPrivilegeEscalation",
+        "restartPolicy", "roleRef", "runAsNonRoot", "scaleTargetRef", "secretKeyRef", "secretName",
+        "secretObjects", "secretProviderClass", "secretRef", "securityContext", "serviceAccountName",
+        "stringData", "binaryData", "volumeAttributes", "volumeMounts", "workloadRef", "apiGroups",
+        "resourceNames", "blueGreen", "secretPath", "subPath", "valueFrom", "fieldRef",
+    )
+}  # fmt: skip
+"""camelCase field names the pack reads, to their snake_case spelling.
+
+Pulumi translates the typed Kubernetes resources' Python names to camelCase, but a
+CustomResource's or Patch's free-form ``spec`` goes to the API as written: the pack reads
+either spelling, so a snake_case field can never hide a reference.
+"""
 
 
 class Problems:
@@ -164,6 +186,8 @@ class Node:
             return Node(ABSENT, path, self._problems)
         try:
             value = found.get(key, ABSENT)
+            if value is ABSENT and key in _SNAKE:
+                value = found.get(_SNAKE[key], ABSENT)
         except _UNKNOWN_ERROR:
             value = UNKNOWN
         except Exception as exc:  # a foreign proxy may raise anything; never let it escape
