@@ -19,12 +19,13 @@ from typing import Any, Final
 import pulumi
 import yaml
 from keyfence_policies import labels as L
+from keyfence_policies.pack import POLICY_NAMES
 
 from .analyzer import Analysis, ConfigEntry, ConfigLayer, Level, PolicyMeta, Violation, load_policy_config
 from .analyzer import run_policy_pack as _run_pack
 from .errors import EXIT_OK, EXIT_VIOLATION, KeyfenceError, SpecError
 from .harness import Collected, RegisteredResource, collect
-from .keys import Mode
+from .keys import FactSink, KeyFacts, Mode, offline_facts
 from .program import CONFIG_NAMESPACE, SPEC_KEY, ProgramOptions, harness_options, run
 from .spec import FleetSpec, Location, load_spec, locate, parse_yaml
 from .vault import VaultSettings
@@ -156,6 +157,7 @@ def collect_program(
     program: str | Path | None = None,
     config: Mapping[str, str] | None = None,
     spec: FleetSpec | None = None,
+    facts: FactSink | None = None,
 ) -> Collected:
     """Run the program under the harness: what ``pulumi preview`` would register.
 
@@ -163,9 +165,9 @@ def collect_program(
     ``infra.program.run_from_config()`` and may declare more resources beside the fleet;
     by default keyfence's own program runs. ``config`` is stack config (``key`` means
     ``<project>:key``), as ``pulumi config set`` would give it. ``spec``, if given, is the
-    spec at ``spec_path`` already loaded.
+    spec at ``spec_path`` already loaded; ``facts`` receives what the program learnt about keys.
     """
-    options = ProgramOptions(spec_path=spec_path, mode=mode, vault=vault_settings, loaded=spec)
+    options = ProgramOptions(spec_path=spec_path, mode=mode, vault=vault_settings, loaded=spec, facts=facts)
     stack_config = {(k if ":" in k else f"{project}:{k}"): v for k, v in (config or {}).items()}
     stack_config.setdefault(f"{CONFIG_NAMESPACE}:{SPEC_KEY}", spec_path)
     if program is None:
@@ -308,6 +310,7 @@ def run_check(
     mode: Mode = "offline" if offline else "check"
     # Loaded once, for the program and the report: the same SpecError the program would raise.
     spec = load_spec(spec_file)
+    sink = FactSink()
     collected = collect_program(
         spec_file,
         mode=mode,
@@ -317,17 +320,35 @@ def run_check(
         program=program,
         config=config,
         spec=spec,
+        facts=sink,
     )
+    # A wrapping program that never declares the fleet still gets the spec's word on its keys.
+    facts = sink.facts if sink.facts is not None else offline_facts(spec)
     analysis = _run_pack(
         pack_dir,
         collected.resources,
         project=project,
         stack=stack,
         config=user_config,
-        base_config=dict(OFFLINE_CONFIG) if offline else {},
+        base_config=pack_base_config(facts, offline=offline),
         config_source=str(policy_pack_config) if policy_pack_config is not None else "policy pack config",
     )
-    return _result(spec_file, stack, offline, spec, collected, analysis)
+    result = _result(spec_file, stack, offline, spec, collected, analysis)
+    result.notes.extend(facts.notes)
+    return result
+
+
+def pack_base_config(facts: KeyFacts, *, offline: bool) -> ConfigLayer:
+    """keyfence's own config layer for its pack: the key facts for every policy, and offline relaxations.
+
+    Under the user's ``--policy-pack-config``; policies a foreign pack does not have are skipped.
+    """
+    properties = facts.config()
+    layer: ConfigLayer = {name: ConfigEntry(None, dict(properties)) for name in POLICY_NAMES}
+    if offline:
+        for name, entry in OFFLINE_CONFIG.items():
+            layer[name] = ConfigEntry(entry.level, {**layer[name].properties, **entry.properties})
+    return layer
 
 
 def _result(

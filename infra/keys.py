@@ -47,6 +47,11 @@ class KeyMaterial:
     def fingerprint(self) -> str:
         return fingerprint_of(self.api_key)
 
+    @property
+    def secret_fingerprint(self) -> str:
+        """Hex SHA-256 of the api secret: as safe to show as the fingerprint (the secret is random)."""
+        return fingerprint_of(self.api_secret)
+
 
 def fingerprint_of(api_key: str) -> str:
     """Hex SHA-256 of the api key: a non-secret identity two copies of one key share."""
@@ -68,6 +73,10 @@ class ResolvedKey:
     metadata_subaccount: str | None = None
     metadata_venue: str | None = None
     material: KeyMaterial | None = field(default=None, repr=False)
+    secret_fingerprint: str | None = None
+    """Hex SHA-256 of the api secret, when known: lets the policy pack recognise a copy of the secret."""
+    vault_permissions: tuple[str, ...] | None = None
+    """The permissions Vault metadata records (None when it records none)."""
 
     @property
     def subaccount(self) -> str:
@@ -87,6 +96,7 @@ class ResolvedKey:
 # --------------------------------------------------------------------------- resolution
 
 METADATA_FINGERPRINT: Final = "fingerprint"
+METADATA_SECRET_FINGERPRINT: Final = "secret_fingerprint"
 METADATA_SUBACCOUNT: Final = "subaccount"
 METADATA_VENUE: Final = "venue"
 METADATA_PERMISSIONS: Final = "permissions"
@@ -105,6 +115,7 @@ class _MetadataFacts:
     subaccount: str | None
     venue: str | None
     permissions: tuple[str, ...] | None
+    secret_fingerprint: str | None = None
 
 
 @dataclass
@@ -136,6 +147,13 @@ def _metadata_facts(custom: Mapping[str, str], spec_venue: str) -> tuple[_Metada
             "api key); re-register the key with 'keyfence keys register'"
         )
         fingerprint = None
+    secret_fingerprint = custom.get(METADATA_SECRET_FINGERPRINT)
+    if secret_fingerprint is not None and not FINGERPRINT_PATTERN.match(secret_fingerprint):
+        problems.append(
+            f"custom metadata '{METADATA_SECRET_FINGERPRINT}' is not 64 lowercase hex digits (the SHA-256 "
+            "of the api secret); re-register the key with 'keyfence keys register'"
+        )
+        secret_fingerprint = None
     subaccount = custom.get(METADATA_SUBACCOUNT)
     if subaccount is not None and not subaccount.strip():
         problems.append(f"custom metadata '{METADATA_SUBACCOUNT}' is empty; set it to the key's subaccount")
@@ -168,7 +186,7 @@ def _metadata_facts(custom: Mapping[str, str], spec_venue: str) -> tuple[_Metada
             )
         else:
             permissions = tuple(sorted(set(ids)))
-    return _MetadataFacts(fingerprint, subaccount, venue, permissions), problems
+    return _MetadataFacts(fingerprint, subaccount, venue, permissions, secret_fingerprint), problems
 
 
 def _judge(entry: ProcessEntry, facts: _MetadataFacts) -> list[str]:
@@ -233,6 +251,7 @@ def _inspect(client: KV2Client, mount: str, entry: ProcessEntry, mode: Mode) -> 
     facts, fatal = _metadata_facts(metadata.custom_metadata, entry.subaccount.venue)
     version_problem = _current_version_problem(metadata)
     fingerprint: str | None = None
+    secret_fingerprint = facts.secret_fingerprint
     source: IdentitySource = "unverifiable"
     material: KeyMaterial | None = None
     if version_problem is not None:
@@ -244,6 +263,7 @@ def _inspect(client: KV2Client, mount: str, entry: ProcessEntry, mode: Mode) -> 
             fatal.append(exc.reason)
         else:
             fingerprint, source = material.fingerprint, "material"
+            secret_fingerprint = material.secret_fingerprint
             if facts.fingerprint is not None and facts.fingerprint != fingerprint:
                 fatal.append("metadata fingerprint does not match the key stored; re-register it")
     elif facts.fingerprint is not None:
@@ -251,8 +271,8 @@ def _inspect(client: KV2Client, mount: str, entry: ProcessEntry, mode: Mode) -> 
     else:
         # Check mode never keeps material: it is read only to fingerprint it, then dropped.
         try:
-            fingerprint = client.read_version(mount, entry.key_path, metadata.current_version).fingerprint
-            source = "material"
+            read = client.read_version(mount, entry.key_path, metadata.current_version)
+            fingerprint, secret_fingerprint, source = read.fingerprint, read.secret_fingerprint, "material"
         except KeyAccessDeniedError:
             fingerprint, source = None, "unverifiable"
         except VaultRequestError as exc:
@@ -268,6 +288,8 @@ def _inspect(client: KV2Client, mount: str, entry: ProcessEntry, mode: Mode) -> 
         metadata_subaccount=facts.subaccount,
         metadata_venue=facts.venue,
         material=material,
+        secret_fingerprint=secret_fingerprint,
+        vault_permissions=facts.permissions,
     )
     return _Inspection(key, fatal, _judge(entry, facts))
 
@@ -350,3 +372,135 @@ def resolve_keys(spec: FleetSpec, client: KV2Client | None, mode: Mode) -> list[
             problems=[_problem_line(entries[i], mount, what) for i in failing for what in problems[i]],
         )
     return keys
+
+
+# --------------------------------------------------------------------------- facts for the policy pack
+
+
+@dataclass
+class KeyFacts:
+    """What ``keyfence check`` tells the policy pack about keys: never material, only non-secret facts.
+
+    The pack cannot trust labels or annotations (a transformation may rewrite them), so it is
+    told, as config, each key's Vault path, fingerprints, subaccount, venue and permissions,
+    which fleet process it belongs to, and where keys live in Vault.
+    """
+
+    entries: list[dict[str, object]]
+    verified: bool
+    """Every key under ``prefixes`` is listed as Vault holds it (check mode)."""
+    prefixes: list[str]
+    notes: list[str] = field(default_factory=list)
+
+    def config(self) -> dict[str, object]:
+        """The pack config properties (``knownKeys``, ``vaultVerified``, ``keyPrefixes``)."""
+        return {"knownKeys": self.entries, "vaultVerified": self.verified, "keyPrefixes": self.prefixes}
+
+
+@dataclass
+class FactSink:
+    """Where a program run under ``keyfence check`` leaves the facts it learnt while resolving keys."""
+
+    facts: KeyFacts | None = None
+
+
+def _entry(key: ResolvedKey) -> dict[str, object]:
+    entry = key.entry
+    out: dict[str, object] = {
+        "mount": key.mount,
+        "path": key.path,
+        "subaccount": key.subaccount,
+        "venue": key.venue,
+        "process": entry.ref,
+        "namespace": entry.subaccount.name,
+        "master": entry.subaccount.master,
+    }
+    if key.fingerprint:
+        out["fingerprint"] = key.fingerprint
+    if key.secret_fingerprint:
+        out["secretFingerprint"] = key.secret_fingerprint
+    permissions = key.vault_permissions if key.identity_source != "offline" else key.permissions
+    if permissions is not None:
+        out["permissions"] = list(permissions)
+    return out
+
+
+def offline_facts(spec: FleetSpec, keys: list[ResolvedKey] | None = None) -> KeyFacts:
+    """The fleet spec's word on each process's key: paths and subaccounts, no fingerprints."""
+    resolved = keys if keys is not None else _offline(spec)
+    return KeyFacts([_entry(k) for k in resolved], False, [f"{spec.vault.mount}/{spec.vault.prefix}"])
+
+
+def _other_key(client: KV2Client, mount: str, path: str) -> dict[str, object] | None:
+    metadata = client.read_metadata(mount, path)
+    facts, _ = _metadata_facts(metadata.custom_metadata, "spot")
+    out: dict[str, object] = {"mount": mount, "path": path}
+    for name, value in (
+        ("fingerprint", facts.fingerprint),
+        ("secretFingerprint", facts.secret_fingerprint),
+        ("subaccount", facts.subaccount),
+        ("venue", facts.venue),
+    ):
+        if value:
+            out[name] = value
+    if facts.permissions is not None:
+        out["permissions"] = list(facts.permissions)
+    if "secretFingerprint" not in out and metadata.current is not None and metadata.current.available:
+        out["current_version"] = metadata.current_version
+    return out
+
+
+def _secret_fingerprint(client: KV2Client, entry: dict[str, object]) -> str | None:
+    """Fingerprint a key's api secret when metadata lacks it; the material is dropped at once."""
+    from .vault import KeyAccessDeniedError
+
+    version = entry.pop("current_version", None)
+    if not isinstance(version, int):
+        return None
+    try:
+        return client.read_version(str(entry["mount"]), str(entry["path"]), version).secret_fingerprint
+    except KeyAccessDeniedError:
+        return None
+
+
+def vault_facts(client: KV2Client, spec: FleetSpec, keys: list[ResolvedKey]) -> KeyFacts:
+    """Facts of the fleet's keys and of every other key under the prefix, from Vault metadata.
+
+    A key whose metadata lacks ``secret_fingerprint`` is read once (if the token may) to
+    fingerprint its api secret, so that a copy of the secret alone is recognised too.
+    """
+    mount, prefix = spec.vault.mount, spec.vault.prefix
+    facts = KeyFacts([_entry(k) for k in keys], True, [f"{mount}/{prefix}"])
+    fleet = {(k.mount, k.path) for k in keys}
+    try:
+        listed = client.list_keys(mount, prefix)
+    except KeyfenceError as exc:
+        listed = []
+        facts.notes.append(f"keys under {mount}/{prefix} not listed ({exc.headline}); only the fleet's are known")
+    others = [path for path in listed if (mount, path) not in fleet]
+    for outcome in client.read_many(lambda path: _other_key(client, mount, path), others):
+        if isinstance(outcome, dict):
+            facts.entries.append(outcome)
+    for k, entry in zip(keys, facts.entries, strict=False):
+        if "secretFingerprint" not in entry and k.version is not None:
+            entry["current_version"] = k.version
+    missing = [e for e in facts.entries if "current_version" in e]
+    # One read tells whether the token may read material at all (a CI token may not): if not, skip the rest.
+    found: list[object] = client.read_many(lambda entry: _secret_fingerprint(client, entry), missing[:1])
+    if found and isinstance(found[0], str):
+        found += client.read_many(lambda entry: _secret_fingerprint(client, entry), missing[1:])
+    found += [None] * (len(missing) - len(found))
+    unreadable = 0
+    for entry, digest in zip(missing, found, strict=True):
+        entry.pop("current_version", None)
+        if isinstance(digest, str):
+            entry["secretFingerprint"] = digest
+        else:
+            unreadable += 1
+    if unreadable:
+        facts.notes.append(
+            f"{unreadable} key(s) have no {METADATA_SECRET_FINGERPRINT} in their metadata and the token may not "
+            "read them: a copy of their api secret alone is not recognised (re-register them with "
+            "'keyfence keys register')"
+        )
+    return facts

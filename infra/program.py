@@ -14,7 +14,7 @@ from typing import Any
 
 import pulumi
 
-from .keys import Mode, ResolvedKey, resolve_keys
+from .keys import FactSink, Mode, ResolvedKey, offline_facts, resolve_keys, vault_facts
 from .resources import declare_fleet
 from .spec import FleetSpec, load_spec
 from .vault import VaultSettings, connect
@@ -33,6 +33,8 @@ class ProgramOptions:
     """Connection settings; ``None`` reads the standard VAULT_* variables (unused offline)."""
     loaded: FleetSpec | None = None
     """The spec at ``spec_path`` already loaded, so ``keyfence check`` parses it once, not twice."""
+    facts: FactSink | None = None
+    """Where ``keyfence check`` wants the key facts for the policy pack (never set by ``pulumi up``)."""
 
 
 _HARNESS_OPTIONS: ContextVar[ProgramOptions | None] = ContextVar("keyfence_harness_options", default=None)
@@ -65,10 +67,16 @@ def prepare(options: ProgramOptions) -> tuple[FleetSpec, list[ResolvedKey]]:
     """Load and validate the spec and resolve every key; raises KeyfenceError, declares nothing."""
     spec = options.loaded if options.loaded is not None else load_spec(options.spec_path)
     if options.mode == "offline":
-        return spec, resolve_keys(spec, None, "offline")
+        keys = resolve_keys(spec, None, "offline")
+        if options.facts is not None:
+            options.facts.facts = offline_facts(spec, keys)
+        return spec, keys
     settings = options.vault or VaultSettings.from_env()
     with connect(settings) as client:
-        return spec, resolve_keys(spec, client, options.mode)
+        keys = resolve_keys(spec, client, options.mode)
+        if options.facts is not None and options.mode == "check":
+            options.facts.facts = vault_facts(client, spec, keys)
+        return spec, keys
 
 
 def run(options: ProgramOptions) -> dict[str, dict[str, Any]]:

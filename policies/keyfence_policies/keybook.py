@@ -85,6 +85,8 @@ class KeyBook:
         self.by_path: dict[str, list[Key]] = {}
         self.by_process: dict[str, Key] = {}
         self.vault_verified = config.vault_verified
+        self.fleet_processes: set[str] = set()
+        """Processes the facts name: the fleet as the spec declares it."""
         self._anchors: set[str] = set(_API_SEGMENTS)
         self._prefixes: list[tuple[list[str], list[str]]] = []
         for fact in config.known_keys:
@@ -117,6 +119,7 @@ class KeyBook:
         key.namespace = fact.namespace or key.namespace
         key.master = fact.master if fact.master is not None else key.master
         if fact.process:
+            self.fleet_processes.add(fact.process)
             key.process = fact.process
             self.by_process.setdefault(fact.process, key)
 

@@ -109,7 +109,7 @@ class Scanner:
         if found is not None:
             return found
         parts = _SEPARATORS.split(text)
-        if len(parts) == 1:
+        if len(parts) == 1 and "=" not in text:
             return None
         for part in parts:
             candidates = [part]

@@ -332,6 +332,8 @@ class _Builder:
         """Each key's material belongs in one Secret: its process's fleet Secret, else the first holding it."""
         homes: dict[int, SecretInfo] = {}
         for secret in self.index.key_secrets():
+            if secret.origin is not None:
+                continue  # written by a secrets operator: reported as the operator's route to the key
             for key in secret.held:
                 if key.process is not None:
                     home = secret.fleet_process == key.process
