@@ -96,25 +96,12 @@ def read_secret(obj: StackObject, config: PackConfig, book: KeyBook) -> SecretIn
         claimed=claimed,
     )
     if obj.fleet_process is not None:
-        secret.key = book.for_process(obj.fleet_process)
-        if claimed is not None and not secret.key.from_vault and secret.key is not claimed:
-            _absorb(secret.key, claimed, book)
+        secret.key = book.for_process(obj.fleet_process, claimed)
     else:
         secret.key = claimed
     if obj.fleet_process is not None:
         _digest_material(secret, obj.props, book)
     return secret
-
-
-def _absorb(key: Key, claimed: Key, book: KeyBook) -> None:
-    """A fleet Secret's annotations describe its process's key when no trusted fact does."""
-    if key.path is None and claimed.path is not None:
-        key.mount, key.path = claimed.mount, claimed.path
-        book.by_vault.setdefault(key.vault or "", key)
-        book.by_path.setdefault(key.path or "", []).append(key)
-    for found, holder in list(book.by_digest.items()):
-        if holder is claimed:
-            book.by_digest[found] = key
 
 
 def _digest_material(secret: SecretInfo, props: Node, book: KeyBook) -> None:

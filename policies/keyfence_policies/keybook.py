@@ -138,11 +138,18 @@ class KeyBook:
             self.by_digest.setdefault(fingerprint, key)
         return key
 
-    def for_process(self, process: str) -> Key:
-        """The key of a fleet process (its facts when given, else an empty key to fill in)."""
+    def for_process(self, process: str, claimed: Key | None = None) -> Key:
+        """The key of a fleet process: its facts when given, else what its Secret's annotations name.
+
+        A key another process already holds is never adopted: the second process gets a key of
+        its own, and the clash is found by the identities its Secret's annotations name.
+        """
         key = self.by_process.get(process)
         if key is None:
-            key = self._new(None, None)
+            if claimed is not None and claimed.process is None and claimed.registered:
+                key = claimed
+            else:
+                key = self._new(None, None)
             key.process = process
             self.by_process[process] = key
         return key
@@ -186,18 +193,22 @@ class KeyBook:
                 return key
         return None
 
-    def paths_in(self, text: str) -> Iterator[Key]:
-        """Keys whose Vault path ``text`` names: bare, ``<mount>/<path>``, or the KV v2 API form."""
-        for token in _PATH_TOKEN.findall(text):
-            segments = _segments(token)[:MAX_SEGMENTS]
-            for start in range(len(segments)):
-                if start and segments[start - 1] not in self._anchors:
-                    continue
-                found = self._registered(segments, start)
-                if found:
-                    yield from found
-                    break
-                unregistered = self._unregistered(segments, start) if start else None
-                if unregistered is not None:
-                    yield unregistered
-                    break
+    def match(self, segments: tuple[str, ...]) -> Iterator[Key]:
+        """Keys a path token names: bare, ``<mount>/<path>``, or the KV v2 API form (``/v1/<mount>/data/...``)."""
+        parts = list(segments[:MAX_SEGMENTS])
+        for start in range(len(parts)):
+            if start and parts[start - 1] not in self._anchors:
+                continue
+            found = self._registered(parts, start)
+            if found:
+                yield from found
+                return
+            unregistered = self._unregistered(parts, start) if start else None
+            if unregistered is not None:
+                yield unregistered
+                return
+
+
+def path_tokens(text: str) -> tuple[tuple[str, ...], ...]:
+    """The slash-separated tokens of a string, as segments: what :meth:`KeyBook.match` reads."""
+    return tuple(tuple(_segments(token)) for token in _PATH_TOKEN.findall(text))

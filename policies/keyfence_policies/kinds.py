@@ -102,6 +102,11 @@ class ResourceKind:
         return groups is not None and self.group in groups
 
     @property
+    def builtin(self) -> bool:
+        """A Kubernetes API group: its kinds that run pods are all known (``WORKLOAD_KINDS``)."""
+        return "." not in self.group or self.group.endswith(".k8s.io")
+
+    @property
     def qualified(self) -> str:
         """``group/Kind``: how config names a custom kind."""
         return f"{self.group}/{self.kind}"

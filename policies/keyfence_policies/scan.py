@@ -14,11 +14,12 @@ import base64
 import binascii
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from .keybook import Key, KeyBook
+from .keybook import Key, KeyBook, path_tokens
+from .props import _DictProxy, _ListProxy, open_proxy
 
 MIN_MATERIAL: Final = 12
 """Shorter strings are not compared: no exchange issues keys that short."""
@@ -56,6 +57,7 @@ def decode_base64(text: str) -> str | None:
 
 def raw_children(value: object) -> list[tuple[object, object]] | None:
     """``(key or index, value)`` pairs of a mapping or list, through the SDK's proxies; None for a leaf."""
+    value = open_proxy(value)
     if isinstance(value, dict):
         return list(value.items())
     if isinstance(value, list):
@@ -91,6 +93,53 @@ def raw_children(value: object) -> list[tuple[object, object]] | None:
     return None
 
 
+@dataclass(frozen=True)
+class _Seen:
+    """What a string can hold, computed once per process for each distinct string."""
+
+    digests: tuple[str, ...]
+    """SHA-256 of the string and of each of its tokens long enough to be key material."""
+    paths: tuple[tuple[str, ...], ...]
+    decoded: str | None
+
+
+_SEEN: dict[str, _Seen] = {}
+_SEEN_LIMIT: Final = 1 << 18
+"""Distinct strings remembered across the pack's policies (each policy reads the same stack)."""
+
+
+def _candidates(text: str) -> list[str]:
+    out = [text]
+    parts = _SEPARATORS.split(text)
+    if len(parts) == 1 and "=" not in text:
+        return out
+    for part in parts:
+        if part != text:
+            out.append(part)
+        cut = part.find("=")
+        while 0 <= cut < len(part) - 1 and part[cut + 1] == "=":
+            cut = part.find("=", cut + 2)
+        if 0 <= cut < len(part) - 1:
+            out.append(part[cut + 1 :])
+    return out
+
+
+def seen(text: str) -> _Seen:
+    """The digests, path tokens and base64 content of a string: each string is hashed once."""
+    found = _SEEN.get(text)
+    if found is None:
+        digests: tuple[str, ...] = ()
+        if len(text) >= MIN_MATERIAL:
+            digests = tuple(dict.fromkeys(digest(c) for c in _candidates(text) if len(c) >= MIN_MATERIAL))
+        paths = path_tokens(text) if "/" in text else ()
+        decoded = decode_base64(text) if len(text) >= 16 else None
+        found = _Seen(digests, paths, decoded)
+        if len(_SEEN) >= _SEEN_LIMIT:
+            _SEEN.clear()
+        _SEEN[text] = found
+    return found
+
+
 class Scanner:
     """Finds known keys in resources; one instance per stack, sharing the key book."""
 
@@ -105,86 +154,84 @@ class Scanner:
         digests = self.book.by_digest
         if not digests or len(text) < MIN_MATERIAL:
             return None
-        found = digests.get(digest(text))
-        if found is not None:
-            return found
-        parts = _SEPARATORS.split(text)
-        if len(parts) == 1 and "=" not in text:
-            return None
-        for part in parts:
-            candidates = [part]
-            cut = part.find("=")
-            while 0 <= cut < len(part) - 1 and part[cut + 1] == "=":
-                cut = part.find("=", cut + 2)
-            if 0 <= cut < len(part) - 1:
-                candidates.append(part[cut + 1 :])
-            for candidate in candidates:
-                if len(candidate) >= MIN_MATERIAL:
-                    found = digests.get(digest(candidate))
-                    if found is not None:
-                        return found
+        for candidate in seen(text).digests:
+            found = digests.get(candidate)
+            if found is not None:
+                return found
         return None
 
-    def _text(self, text: str, where: list[object], out: list[Hit], *, paths: bool, encoded: bool) -> None:
-        key = self.material(text)
-        if key is not None:
-            out.append(Hit(key, "material", _join(where)))
-        if paths and "/" in text and self.book.has_paths:
-            out.extend(Hit(k, "path", _join(where)) for k in self.book.paths_in(text))
-        if encoded or len(text) >= 16:
-            decoded = decode_base64(text)
-            if decoded is not None:
-                self._text(decoded, where, out, paths=paths, encoded=False)
+    def _text(self, text: str, where: list[object], out: list[Hit], *, paths: bool, depth: int = 0) -> None:
+        info = seen(text)
+        digests = self.book.by_digest
+        if digests:
+            for candidate in info.digests:
+                key = digests.get(candidate)
+                if key is not None:
+                    out.append(Hit(key, "material", _join(where)))
+                    break
+        if paths and info.paths and self.book.has_paths:
+            for segments in info.paths:
+                out.extend(Hit(k, "path", _join(where)) for k in self.book.match(segments))
+        if info.decoded is not None and depth < 2:
+            self._text(info.decoded, where, out, paths=paths, depth=depth + 1)
 
-    def scan(self, props: object, *, skip: frozenset[str] = frozenset(), encoded: str | None = None) -> list[Hit]:
-        """Every key found in ``props``; top-level fields in ``skip`` are left out (already read).
-
-        ``encoded`` names a top-level field whose values are base64 (a Secret's ``data``).
-        """
+    def scan(self, props: object, *, skip: frozenset[str] = frozenset()) -> list[Hit]:
+        """Every key found in ``props``; top-level fields in ``skip`` are left out (already read)."""
         out: list[Hit] = []
-        self._walk(props, [], out, 0, skip, encoded, paths=True, b64=False)
+        if isinstance(props, str):
+            self._text(props, [], out, paths=True)
+        else:
+            self._walk(props, [], out, 0, skip, paths=True)
         return out
 
     def _walk(
-        self,
-        value: object,
-        where: list[object],
-        out: list[Hit],
-        depth: int,
-        skip: frozenset[str],
-        encoded: str | None,
-        *,
-        paths: bool,
-        b64: bool,
+        self, value: object, where: list[object], out: list[Hit], depth: int, skip: frozenset[str], *, paths: bool
     ) -> None:
-        if isinstance(value, str):
-            self._text(value, where, out, paths=paths, encoded=b64)
-            return
-        children = raw_children(value)
-        if not children:
-            return
+        """Every string below ``value``: leaves in the loop (the hot path), containers recursively."""
+        kind = type(value)
+        if kind is _DictProxy or kind is _ListProxy:
+            value = open_proxy(value)
+            kind = type(value)
+        items: Iterable[tuple[object, object]]
+        if kind is dict:
+            items = value.items()  # type: ignore[attr-defined]
+        elif kind is list:
+            items = enumerate(value)  # type: ignore[call-overload]
+        else:
+            children = raw_children(value)
+            if not children:
+                return
+            items = children
         if depth >= MAX_DEPTH:
             self.truncated = True
             return
-        for name, child in children:
+        skip_fields, digests, cache = self.skip_fields, self.book.by_digest, _SEEN
+        search_paths = self.book.has_paths
+        for name, child in items:
             if depth == 0 and name in skip:
                 continue
-            where.append(name)
-            if isinstance(name, str) and len(name) >= MIN_MATERIAL:
-                key = self.material(name)
-                if key is not None:
-                    out.append(Hit(key, "material", _join(where)))
-            self._walk(
-                child,
-                where,
-                out,
-                depth + 1,
-                skip,
-                encoded,
-                paths=paths and not (isinstance(name, str) and name in self.skip_fields),
-                b64=b64 or (depth == 0 and name == encoded),
-            )
-            where.pop()
+            child_paths = paths and name not in skip_fields
+            kind = type(child)
+            if kind is str:
+                info = cache.get(child) or seen(child)  # type: ignore[arg-type]
+                if digests:
+                    for candidate in info.digests:
+                        found = digests.get(candidate)
+                        if found is not None:
+                            out.append(Hit(found, "material", _join([*where, name])))
+                            break
+                if child_paths and search_paths and info.paths:
+                    here = _join([*where, name])
+                    for segments in info.paths:
+                        out.extend(Hit(k, "path", here) for k in self.book.match(segments))
+                if info.decoded is not None:
+                    self._text(info.decoded, [*where, name], out, paths=child_paths, depth=1)
+            elif child is None or kind is bool or kind is float or kind is int:
+                continue
+            else:
+                where.append(name)
+                self._walk(child, where, out, depth + 1, skip, paths=child_paths)
+                where.pop()
 
 
 def _join(where: list[object]) -> str:

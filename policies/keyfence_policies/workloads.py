@@ -259,7 +259,8 @@ def _known_workload(obj: StackObject, config: PackConfig) -> Workload:
             workload.key_uncertain = True
         return workload
     if pod_spec.absent:
-        obj.problems.add(f"{pod_spec.path} (the pod spec) is missing")
+        if not obj.orphan_patch:  # a patch may leave the pod spec alone; its target is judged apart
+            obj.problems.add(f"{pod_spec.path} (the pod spec) is missing")
         return _workload(obj, [], True, config)
     return _workload(obj, [(template, pod_spec)], True, config)
 
@@ -319,7 +320,7 @@ class _Builder:
             index.rbac.add(obj)
         elif obj.rtype is not None and obj.rtype.workload:
             record = _known_workload(obj, config)
-        elif obj.rtype is not None and known is None:
+        elif obj.rtype is not None and known is None and not obj.rtype.builtin:
             templates = list(find_pod_specs(obj.props))
             if templates:
                 record = _workload(obj, templates, False, config)
@@ -357,9 +358,8 @@ class _Builder:
 
     def scan(self, obj: StackObject, record: Workload | SecretInfo | None) -> None:
         skip = frozenset({"stringData", "data"}) if isinstance(record, SecretInfo) and record.fleet else frozenset()
-        encoded = "data" if obj.known_kind == "Secret" else "binaryData" if obj.known_kind == "ConfigMap" else None
         self.scanner.truncated = False
-        hits = self.scanner.scan(obj.raw, skip=skip, encoded=encoded)
+        hits = self.scanner.scan(obj.raw, skip=skip)
         if self.scanner.truncated:
             self.index.unscanned.append(obj)
         if not hits:
