@@ -476,7 +476,9 @@ def vault_facts(client: KV2Client, spec: FleetSpec, keys: list[ResolvedKey]) -> 
         listed = client.list_keys(mount, prefix)
     except KeyfenceError as exc:
         listed = []
-        facts.notes.append(f"keys under {mount}/{prefix} not listed ({exc.headline}); only the fleet's are known")
+        facts.notes.append(
+            f"keys under {mount}/{prefix} not listed ({exc.headline}); only the fleet's are known"
+        )
     others = [path for path in listed if (mount, path) not in fleet]
     for outcome in client.read_many(lambda path: _other_key(client, mount, path), others):
         if isinstance(outcome, dict):
@@ -499,8 +501,8 @@ def vault_facts(client: KV2Client, spec: FleetSpec, keys: list[ResolvedKey]) -> 
             unreadable += 1
     if unreadable:
         facts.notes.append(
-            f"{unreadable} key(s) have no {METADATA_SECRET_FINGERPRINT} in their metadata and the token may not "
-            "read them: a copy of their api secret alone is not recognised (re-register them with "
+            f"{unreadable} key(s) have no {METADATA_SECRET_FINGERPRINT} in their metadata and the token may "
+            "not read them: a copy of their api secret alone is not recognised (re-register them with "
             "'keyfence keys register')"
         )
     return facts

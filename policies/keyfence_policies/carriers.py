@@ -105,7 +105,7 @@ def read_secret(obj: StackObject, config: PackConfig, book: KeyBook) -> SecretIn
 
 
 def _digest_material(secret: SecretInfo, props: Node, book: KeyBook) -> None:
-    """Hash what a fleet key Secret holds: the api key and secret files (or every field, if it has neither)."""
+    """Hash what a fleet key Secret holds: the api key and secret files (or every field, lacking both)."""
     values: list[str] = []
     for field_name in MATERIAL_FIELDS:
         found = props.get(field_name).string_map()

@@ -21,7 +21,9 @@ from .rbac import READS_EVERY_SECRET, Binding, Grant
 from .rule import MAX_NAMED, Finding, enumerate_named, named
 from .workloads import Copy, StackIndex, Workload
 
-NONCE: Final = "two signers on one key interleave nonces and Kraken rejects the late ones ('EAPI:Invalid nonce')"
+NONCE: Final = (
+    "two signers on one key interleave nonces and Kraken rejects the late ones ('EAPI:Invalid nonce')"
+)
 _CONTAINER_FIELD: Final = re.compile(r"^(?P<container>.*?(?:containers|Containers)\[\d+\])\.(?P<rest>.*)$")
 
 
@@ -38,7 +40,7 @@ def holders_of(index: StackIndex) -> dict[int, list[Workload]]:
     """The workloads that can reach each key (by ``id`` of the key)."""
     out: dict[int, list[Workload]] = {}
     for workload in index.workloads:
-        for key in workload.keys():
+        for key in workload.reachable_keys():
             out.setdefault(id(key), []).append(workload)
     return out
 
@@ -115,10 +117,11 @@ def _undeclared_findings(index: StackIndex) -> Iterator[Finding]:
     for workload in index.workloads:
         for ref in workload.undeclared:
             yield Finding(
-                f"{workload.ref} reads {ref.target} ({ref.via}) in subaccount namespace {workload.namespace}, "
-                "but this stack does not declare it: keyfence cannot see whose exchange key it holds, so it "
-                "cannot prove that only one process signs with that key. Declare it in the stack (keyfence "
-                "declares each process's key Secret, <process>-key-v<version>), or stop referencing it.",
+                f"{workload.ref} reads {ref.target} ({ref.via}) in subaccount namespace "
+                f"{workload.namespace}, but this stack does not declare it: keyfence cannot see whose "
+                "exchange key it holds, so it cannot prove that only one process signs with that key. "
+                "Declare it in the stack (keyfence declares each process's key Secret, "
+                "<process>-key-v<version>), or stop referencing it.",
                 workload.urn,
             )
 
@@ -144,7 +147,8 @@ def _grant_scope(grant: Grant, index: StackIndex) -> str | None:
             return f"every Secret of every namespace (key Secrets: {shown or 'in the subaccount namespaces'})"
         if grant.obj.namespace not in index.subaccount_namespaces:
             return None
-        return f"every Secret of subaccount namespace {grant.obj.namespace} ({shown or 'where key Secrets live'})"
+        where = shown or "where key Secrets live"
+        return f"every Secret of subaccount namespace {grant.obj.namespace} ({where})"
     return shown or None
 
 
@@ -202,8 +206,9 @@ def _rbac_findings(index: StackIndex) -> Iterator[Finding]:
     for obj in rbac.unreadable:
         if obj.kind.startswith("Cluster") or obj.namespace in index.subaccount_namespaces:
             yield Finding(
-                f"{obj.ref}: cannot evaluate no-duplicate-key-assignment: {'; '.join(obj.problems.as_list()[:MAX_NAMED])}. "
-                "The check fails closed: it cannot tell whether this grants reading key Secrets.",
+                f"{obj.ref}: cannot evaluate no-duplicate-key-assignment: "
+                f"{'; '.join(obj.problems.as_list()[:MAX_NAMED])}. The check fails closed: it cannot tell "
+                "whether this grants reading key Secrets.",
                 obj.urn,
             )
 
@@ -224,7 +229,9 @@ def _verify(secret: SecretInfo, index: StackIndex, config: PackConfig) -> list[s
             f"its {keys.fingerprint} {fingerprint[:16]}... is the fingerprint of no key registered in Vault "
             "(invented, or of a deleted key)"
         )
-    elif fingerprint and claimed is not None and claimed.from_vault and fingerprint not in claimed.fingerprints:
+    elif (
+        fingerprint and claimed is not None and claimed.from_vault and fingerprint not in claimed.fingerprints
+    ):
         problems.append(f"its {keys.fingerprint} is not the fingerprint Vault records for {claimed.vault}")
     expected = secret.key if secret.fleet else None
     if expected is not None and claimed is not None and expected.from_vault and claimed is not expected:
@@ -241,9 +248,9 @@ def _identity_findings(index: StackIndex, config: PackConfig) -> Iterator[Findin
             continue
         if secret.fleet_process is not None and fleet and secret.fleet_process not in fleet:
             yield Finding(
-                f"{secret.ref} is declared by a keyfence:fleet:Process component named {secret.fleet_process}, "
-                "which is no process of the fleet spec: a hand-made fleet component cannot vouch for a key. "
-                "Declare processes in the fleet spec only.",
+                f"{secret.ref} is declared by a keyfence:fleet:Process component named "
+                f"{secret.fleet_process}, which is no process of the fleet spec: a hand-made fleet "
+                "component cannot vouch for a key. Declare processes in the fleet spec only.",
                 secret.urn,
             )
         if not config.vault_verified:

@@ -76,7 +76,7 @@ def key_identities(workload: Workload, config: PackConfig) -> list[Identity]:
         digest = fingerprint(source, config)
         if digest is not None:
             found.setdefault(Identity("fingerprint", digest), None)
-    for key in workload.keys():
+    for key in workload.reachable_keys():
         for identity in key.identities():
             found.setdefault(identity, None)
     for secret in workload.key_secrets:
@@ -90,11 +90,11 @@ def describe_key(workload: Workload, config: PackConfig) -> str:
         vault = vault_identity(source, config)
         if vault is not None:
             return f"exchange key {vault}"
-    for key in workload.keys():
+    for key in workload.reachable_keys():
         if key.vault is not None:
             return f"exchange key {key.vault}"
     if workload.key_secrets:
         return f"the exchange key in {workload.key_secrets[0].ref}"
-    if workload.keys():
-        return workload.keys()[0].describe()
+    if workload.reachable_keys():
+        return workload.reachable_keys()[0].describe()
     return "an exchange key"

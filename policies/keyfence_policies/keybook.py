@@ -194,7 +194,7 @@ class KeyBook:
         return None
 
     def match(self, segments: tuple[str, ...]) -> Iterator[Key]:
-        """Keys a path token names: bare, ``<mount>/<path>``, or the KV v2 API form (``/v1/<mount>/data/...``)."""
+        """Keys a path token names: bare, ``<mount>/<path>``, or the API form (``/v1/<mount>/data/...``)."""
         parts = list(segments[:MAX_SEGMENTS])
         for start in range(len(parts)):
             if start and parts[start - 1] not in self._anchors:

@@ -215,7 +215,9 @@ def expand(resources: Iterable[object]) -> list[StackObject]:
             continue
         raw = _attr(resource, "props")
         rtype = resource_kind(resource_type)
-        if rtype is not None and (rtype.variant == "List" or (rtype.kind == "List" and rtype.group == "core")):
+        if rtype is not None and (
+            rtype.variant == "List" or (rtype.kind == "List" and rtype.group == "core")
+        ):
             objects.extend(_items(resource, rtype, raw, resource_type))
         elif rtype is not None and rtype.variant == "Patch":
             patches.append(_object(resource, rtype, raw, resource_type))

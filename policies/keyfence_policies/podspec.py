@@ -113,7 +113,9 @@ def _volumes(pod_spec: Node) -> dict[str, list[SecretRef]]:
             provider_class = csi.dig("volumeAttributes", "secretProviderClass").text()
             driver = csi.get("driver").text()
             if provider_class:
-                refs.append(SecretRef(provider_class, "csi volume", volume=name, source="SecretProviderClass"))
+                refs.append(
+                    SecretRef(provider_class, "csi volume", volume=name, source="SecretProviderClass")
+                )
             elif driver == CSI_SECRETS_STORE:
                 csi.problems.add(f"{csi.path} names no volumeAttributes.secretProviderClass")
     return by_volume

@@ -34,7 +34,9 @@ class Grant:
 
     @property
     def ref(self) -> str:
-        return f"ClusterRole {self.obj.name}" if self.cluster else f"Role {self.obj.namespace}/{self.obj.name}"
+        return (
+            f"ClusterRole {self.obj.name}" if self.cluster else f"Role {self.obj.namespace}/{self.obj.name}"
+        )
 
 
 @dataclass
@@ -81,7 +83,10 @@ class Rbac:
             g
             for g in self.grants
             if g.obj.name == name
-            and ((kind == "ClusterRole" and g.cluster) or (kind == "Role" and not g.cluster and g.obj.namespace == namespace))
+            and (
+                (kind == "ClusterRole" and g.cluster)
+                or (kind == "Role" and not g.cluster and g.obj.namespace == namespace)
+            )
         ]
 
 

@@ -185,7 +185,14 @@ class Scanner:
         return out
 
     def _walk(
-        self, value: object, where: list[object], out: list[Hit], depth: int, skip: frozenset[str], *, paths: bool
+        self,
+        value: object,
+        where: list[object],
+        out: list[Hit],
+        depth: int,
+        skip: frozenset[str],
+        *,
+        paths: bool,
     ) -> None:
         """Every string below ``value``: leaves in the loop (the hot path), containers recursively."""
         kind = type(value)
@@ -196,7 +203,7 @@ class Scanner:
         if kind is dict:
             items = value.items()  # type: ignore[attr-defined]
         elif kind is list:
-            items = enumerate(value)  # type: ignore[call-overload]
+            items = enumerate(value)  # type: ignore[arg-type]
         else:
             children = raw_children(value)
             if not children:
@@ -213,7 +220,7 @@ class Scanner:
             child_paths = paths and name not in skip_fields
             kind = type(child)
             if kind is str:
-                info = cache.get(child) or seen(child)  # type: ignore[arg-type]
+                info = cache.get(child) or seen(child)  # type: ignore[call-overload,arg-type]
                 if digests:
                     for candidate in info.digests:
                         found = digests.get(candidate)

@@ -12,9 +12,10 @@ from collections.abc import Iterator
 
 from .config import PackConfig
 from .identity import describe_key
+from .podspec import PodSpec
 from .props import Node
 from .rule import MAX_NAMED, Finding, Rule, each_key_bearing, named
-from .workloads import StackIndex, Workload, accessing_containers
+from .workloads import AGENT_CONTAINERS, StackIndex, Workload
 
 NAME = "single-writer-per-key"
 
@@ -133,10 +134,35 @@ def _unknown_kind(workload: Workload, key: str, config: PackConfig) -> Iterator[
         return
     yield Finding(
         f"{workload.ref} holds {key}, but keyfence cannot prove one pod at a time for a {shown}: it does "
-        f"not know how this kind starts, scales or updates its pods, and {_NONCE}. Run the process as a Deployment with replicas: 1 and strategy Recreate, or add "
-        f"{qualified} to keyBearingKinds only if it never runs two pods at once.",
+        f"not know how this kind starts, scales or updates its pods, and {_NONCE}. Run the process as a "
+        f"Deployment with replicas: 1 and strategy Recreate, or add {qualified} to keyBearingKinds only "
+        "if it never runs two pods at once.",
         workload.urn,
     )
+
+
+def accessing_containers(workload: Workload, pod: PodSpec) -> dict[str, list[str]]:
+    """The containers of a pod that can read a key, each with how (for one-signer-per-pod)."""
+    keyed = {(c.kind, c.name) for c in workload.carriers}
+    volumes = {
+        volume: refs
+        for volume, refs in pod.volume_sources.items()
+        if any((r.source, r.secret) in keyed for r in refs)
+    }
+    injected = [h for h in workload.holdings if h.injected]
+    only = {n.strip() for n in pod.annotations.get(AGENT_CONTAINERS, "").split(",") if n.strip()}
+    out: dict[str, list[str]] = {}
+    for container in pod.containers:
+        how = [f'volume "{v}"' for v in sorted(container.mounts & set(volumes))]
+        how += [r.via for r in container.refs if (r.source, r.secret) in keyed]
+        how += [
+            f"its {h.hit.where.rsplit('.', 1)[-1]}" for h in workload.holdings if h.container is container
+        ]
+        if injected and (not only or container.name in only) and container.role != "init container":
+            how.append("the Vault Agent injector")
+        if how:
+            out[container.ref] = how
+    return out
 
 
 def _one_signer_per_pod(workload: Workload, key: str) -> Iterator[Finding]:

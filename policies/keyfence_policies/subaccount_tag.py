@@ -33,7 +33,9 @@ def key_subaccount(secret: SecretInfo, config: PackConfig) -> tuple[str | None, 
     return secret.labels.get(config.labels.subaccount), None
 
 
-def _secret_findings(workload: Workload, secret: SecretInfo, own: str | None, config: PackConfig) -> Iterator[Finding]:
+def _secret_findings(
+    workload: Workload, secret: SecretInfo, own: str | None, config: PackConfig
+) -> Iterator[Finding]:
     label = config.labels.subaccount
     theirs = secret.labels.get(label)
     trusted, source = key_subaccount(secret, config)

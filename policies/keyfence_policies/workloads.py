@@ -36,7 +36,15 @@ AGENT_PREFIX: Final = "vault.hashicorp.com/agent-inject"
 AGENT_CONTAINERS: Final = "vault.hashicorp.com/agent-inject-containers"
 _RBAC_KINDS: Final = frozenset({"Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"})
 
-__all__ = ["DEFAULT_NAMESPACE", "Container", "SecretInfo", "SecretRef", "StackIndex", "Workload", "build_index"]
+__all__ = [
+    "DEFAULT_NAMESPACE",
+    "Container",
+    "SecretInfo",
+    "SecretRef",
+    "StackIndex",
+    "Workload",
+    "build_index",
+]
 
 
 @dataclass
@@ -142,7 +150,7 @@ class Workload:
         """Key-bearing, or possibly so: every policy must look at it."""
         return self.key_bearing or self.key_uncertain
 
-    def keys(self) -> list[Key]:
+    def reachable_keys(self) -> list[Key]:
         """Every key the workload can reach, once each."""
         out: list[Key] = []
         for carrier in self.carriers:
@@ -211,7 +219,9 @@ def _annotations(node: Node) -> dict[str, str]:
     return node.dig("metadata", "annotations").string_map()
 
 
-def _workload(obj: StackObject, templates: list[tuple[Node, Node]], known: bool, config: PackConfig) -> Workload:
+def _workload(
+    obj: StackObject, templates: list[tuple[Node, Node]], known: bool, config: PackConfig
+) -> Workload:
     props, problems = obj.props, obj.problems
     metadata = obj.metadata
     annotation_sources = [("metadata", metadata.get("annotations").string_map())]
@@ -287,7 +297,9 @@ class _Builder:
 
     def add_carrier(self, carrier: SecretInfo) -> None:
         if carrier.name is not None:
-            self.index.carriers.setdefault((carrier.kind, carrier.namespace, carrier.name), []).append(carrier)
+            self.index.carriers.setdefault((carrier.kind, carrier.namespace, carrier.name), []).append(
+                carrier
+            )
 
     def structure(self, obj: StackObject) -> None:
         index, config = self.index, self.index.config
@@ -330,7 +342,7 @@ class _Builder:
         self.objects.append((obj, record))
 
     def homes(self) -> None:
-        """Each key's material belongs in one Secret: its process's fleet Secret, else the first holding it."""
+        """A key's material belongs in one Secret: its process's fleet Secret, else the first holding it."""
         homes: dict[int, SecretInfo] = {}
         for secret in self.index.key_secrets():
             if secret.origin is not None:
@@ -357,7 +369,11 @@ class _Builder:
                 names.add(key.namespace or key.process.split("/")[0])
 
     def scan(self, obj: StackObject, record: Workload | SecretInfo | None) -> None:
-        skip = frozenset({"stringData", "data"}) if isinstance(record, SecretInfo) and record.fleet else frozenset()
+        skip = (
+            frozenset({"stringData", "data"})
+            if isinstance(record, SecretInfo) and record.fleet
+            else frozenset()
+        )
         self.scanner.truncated = False
         hits = self.scanner.scan(obj.raw, skip=skip)
         if self.scanner.truncated:
@@ -461,23 +477,3 @@ def build_index(resources: Iterable[object], config: PackConfig) -> StackIndex:
     for workload in builder.index.workloads:
         builder.resolve(workload)
     return builder.index
-
-
-def accessing_containers(workload: Workload, pod: PodSpec) -> dict[str, list[str]]:
-    """The containers of a pod that can read a key, each with how (for one-signer-per-pod)."""
-    keyed = {(c.kind, c.name) for c in workload.carriers}
-    volumes = {
-        volume: refs for volume, refs in pod.volume_sources.items() if any((r.source, r.secret) in keyed for r in refs)
-    }
-    injected = [h for h in workload.holdings if h.injected]
-    only = {n.strip() for n in pod.annotations.get(AGENT_CONTAINERS, "").split(",") if n.strip()}
-    out: dict[str, list[str]] = {}
-    for container in pod.containers:
-        how = [f'volume "{v}"' for v in sorted(container.mounts & set(volumes))]
-        how += [r.via for r in container.refs if (r.source, r.secret) in keyed]
-        how += [f"its {h.hit.where.rsplit('.', 1)[-1]}" for h in workload.holdings if h.container is container]
-        if injected and (not only or container.name in only) and container.role != "init container":
-            how.append("the Vault Agent injector")
-        if how:
-            out[container.ref] = how
-    return out

@@ -125,11 +125,15 @@ def test_every_path_to_a_key_is_blocked(name: str, offender: str, policies: set[
 def test_the_messages_name_resource_channel_and_other_holder() -> None:
     _, report, _ = scenario("csi-provider")
     (route,) = mandatory_for(report, "hand-written/vault-keys")["no-duplicate-key-assignment"]
-    assert "SecretProviderClass momentum/vault-keys names exchange key secret/kraken/momentum/executor" in route
+    assert (
+        "SecretProviderClass momentum/vault-keys names exchange key secret/kraken/momentum/executor" in route
+    )
     assert "spec.parameters.objects" in route and "Secret momentum/executor-key" in route
     _, report, _ = scenario("second-container")
     (pod,) = mandatory_for(report, "momentum/executor")["single-writer-per-key"]
-    assert 'container executor (via volume "exchange-key"); container metrics (via volume "exchange-key")' in pod
+    assert (
+        'container executor (via volume "exchange-key"); container metrics (via volume "exchange-key")' in pod
+    )
     _, report, _ = scenario("rewrite-subaccount")
     messages = " ".join(mandatory_for(report, "momentum/executor")["subaccount-tag-required"])
     assert "(subaccount main) holds the key of subaccount momentum" in messages
@@ -254,7 +258,9 @@ def test_a_copy_of_the_key_material_is_blocked_and_never_shown(
     """The wrapping program reads the executor's key from Vault and puts it somewhere else."""
     spec_path = small_spec(tmp_path, vault_prefix, ["general-full"])
     seed(openbao, spec_path, vault_prefix)
-    code, report, out = check("--spec", str(spec_path), "--program", SCENARIOS, "--config", f"scenario={name}")
+    code, report, out = check(
+        "--spec", str(spec_path), "--program", SCENARIOS, "--config", f"scenario={name}"
+    )
     assert code == EXIT_VIOLATION, out
     found = mandatory_for(report, offender)
     assert "no-duplicate-key-assignment" in found, report["violations"]

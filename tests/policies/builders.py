@@ -408,7 +408,7 @@ def hpa_props(namespace: str, target: str, kind: str = "Deployment", name: str =
     }
 
 
-# --------------------------------------------------------------------------- the fleet as keyfence declares it
+# ----------------------------------------------------------------------- the fleet as keyfence declares it
 
 PROCESS_COMPONENT = L.PROCESS_COMPONENT
 SUBACCOUNT_COMPONENT = L.SUBACCOUNT_COMPONENT
@@ -466,7 +466,12 @@ def fleet_stack(procs: Iterable[Proc] | None = None, *, material: bool = False) 
             out += [
                 sub,
                 child(NAMESPACE, namespace_props(p.subaccount, p.venue, p.master), p.subaccount, sub),
-                child(NETWORK_POLICY, network_policy_props(p.subaccount), f"{p.subaccount}/default-deny-ingress", sub),
+                child(
+                    NETWORK_POLICY,
+                    network_policy_props(p.subaccount),
+                    f"{p.subaccount}/default-deny-ingress",
+                    sub,
+                ),
             ]
         process = component(PROCESS_COMPONENT, p.resource_name, sub)
         secret = secret_props(p)

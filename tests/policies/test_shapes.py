@@ -38,7 +38,9 @@ def mounting(secret: str = P.secret_name, **container: Any) -> dict[str, Any]:
 
 
 def custom(resource_type: str, spec: dict[str, Any], name: str = "rogue", namespace: str = "momentum") -> Any:
-    return wrap(resource_type, {"metadata": {"name": name, "namespace": namespace}, "spec": spec}, f"hand/{name}")
+    return wrap(
+        resource_type, {"metadata": {"name": name, "namespace": namespace}, "spec": spec}, f"hand/{name}"
+    )
 
 
 @pytest.mark.parametrize(
@@ -77,7 +79,10 @@ def test_a_replication_controller_on_the_key_is_a_second_holder_with_replicas() 
     [
         ({"replicas": 3.0}, "sets spec.replicas: 3"),
         ({"strategy": {"type": "RollingUpdate"}}, "uses spec.strategy.type RollingUpdate"),
-        ({"replicas": 2, "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}}, "spec.replicas: 2"),
+        (
+            {"replicas": 2, "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}},
+            "spec.replicas: 2",
+        ),
     ],
 )
 def test_a_patch_is_merged_onto_the_deployment_it_names(change: dict[str, Any], expected: str) -> None:
@@ -93,7 +98,11 @@ def test_a_patch_is_merged_onto_the_deployment_it_names(change: dict[str, Any], 
 
 
 def test_a_patch_adding_a_container_merges_by_name() -> None:
-    added = {"name": "spy", "image": "x:1", "volumeMounts": [{"name": "exchange-key", "mountPath": "/k", "readOnly": True}]}
+    added = {
+        "name": "spy",
+        "image": "x:1",
+        "volumeMounts": [{"name": "exchange-key", "mountPath": "/k", "readOnly": True}],
+    }
     patch = wrap(
         "kubernetes:apps/v1:DeploymentPatch",
         {
@@ -139,7 +148,10 @@ def test_a_list_resource_is_judged_item_by_item() -> None:
         "kubernetes:apps/v1:DeploymentList",
         {
             "items": [
-                {"metadata": {"name": "web", "namespace": "momentum"}, "spec": {"template": {"spec": bare_pod_spec()}}},
+                {
+                    "metadata": {"name": "web", "namespace": "momentum"},
+                    "spec": {"template": {"spec": bare_pod_spec()}},
+                },
                 {
                     "metadata": {"name": "twin", "namespace": "momentum"},
                     "spec": {"replicas": 2.0, "template": {"spec": mounting()}},
@@ -175,7 +187,9 @@ def test_an_argo_rollout_is_a_workload_with_rollout_semantics(
 
 
 def test_a_rollout_referencing_a_key_bearing_deployment_holds_its_key() -> None:
-    rollout = custom(ROLLOUT, {"workloadRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "executor"}})
+    rollout = custom(
+        ROLLOUT, {"workloadRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "executor"}}
+    )
     violations = run(DUPLICATE, [*fleet_stack([P]), rollout])
     assert sorted(urns(violations)) == sorted([rollout.urn, fleet_urn(DEPLOYMENT, P)])
 
@@ -187,8 +201,13 @@ def test_keda_scaled_jobs_and_objects() -> None:
     )
     stack = [*fleet_stack([P]), job]
     assert job.urn in urns(run(DUPLICATE, stack))
-    assert "a ScaledJob may not hold an exchange key (KEDA starts a Job per event" in run(SINGLE, stack)[0].message
-    scaled = custom("kubernetes:keda.sh/v1alpha1:ScaledObject", {"scaleTargetRef": {"kind": "Rollout", "name": "r"}})
+    assert (
+        "a ScaledJob may not hold an exchange key (KEDA starts a Job per event"
+        in run(SINGLE, stack)[0].message
+    )
+    scaled = custom(
+        "kubernetes:keda.sh/v1alpha1:ScaledObject", {"scaleTargetRef": {"kind": "Rollout", "name": "r"}}
+    )
     rollout = custom(ROLLOUT, {"template": {"spec": mounting()}}, name="r")
     found = run(SINGLE, [*fleet_stack([P]), rollout, scaled], {"keyBearingKinds": ["Deployment", "Rollout"]})
     assert scaled.urn in urns(found)
@@ -213,14 +232,22 @@ def test_an_unknown_kind_holding_a_key_cannot_be_proved_single_writer(resource_t
     assert rogue.urn in urns(run(DUPLICATE, stack))
     violations = run(SINGLE, stack)
     assert urns(violations) == [rogue.urn]
-    assert "cannot prove one pod at a time" in violations[0].message or "may not hold" in violations[0].message
+    assert (
+        "cannot prove one pod at a time" in violations[0].message or "may not hold" in violations[0].message
+    )
 
 
 def test_a_custom_kind_configured_as_safe_is_held_to_one_replica() -> None:
-    rogue = custom("kubernetes:acme.io/v1:Trader", {"replicas": 1.0, "template": {"spec": mounting("sidecar")}})
+    rogue = custom(
+        "kubernetes:acme.io/v1:Trader", {"replicas": 1.0, "template": {"spec": mounting("sidecar")}}
+    )
     config = {"keyBearingKinds": ["Deployment", "acme.io/Trader"]}
     sidecar = Proc("momentum", "sidecar")
-    stack = [*fleet_stack([P]), wrap("kubernetes:core/v1:Secret", _labelled(sidecar), "hand/sidecar-key"), rogue]
+    stack = [
+        *fleet_stack([P]),
+        wrap("kubernetes:core/v1:Secret", _labelled(sidecar), "hand/sidecar-key"),
+        rogue,
+    ]
     assert run(SINGLE, stack, config) == []
     rogue.props["spec"]["replicas"] = 2.0
     assert "sets spec.replicas: 2" in run(SINGLE, stack, config)[0].message
@@ -251,7 +278,9 @@ def test_a_pod_spec_deep_inside_any_resource_is_found() -> None:
 
 def test_snake_case_fields_of_a_custom_resource_are_read_too() -> None:
     spec = {
-        "containers": [{"name": "bot", "image": "x:1", "env_from": [{"secret_ref": {"name": P.secret_name}}]}],
+        "containers": [
+            {"name": "bot", "image": "x:1", "env_from": [{"secret_ref": {"name": P.secret_name}}]}
+        ],
     }
     rogue = custom("kubernetes:acme.io/v1:Bot", {"template": {"spec": spec}})
     assert rogue.urn in urns(run(DUPLICATE, [*fleet_stack([P]), rogue]))
