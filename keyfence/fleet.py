@@ -86,7 +86,7 @@ class ProcessResources(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions,
     ) -> None:
         entry = key.entry
-        super().__init__("keyfence:fleet:Process", entry.ref, None, opts)
+        super().__init__(L.PROCESS_COMPONENT, entry.ref, None, opts)
         self.ref = entry.ref
         # The key is claimed in the ledger before anything that carries or uses it exists.
         self.claim = Claim(key, stack, pulumi.ResourceOptions(parent=self))
@@ -155,7 +155,7 @@ class SubaccountResources(pulumi.ComponentResource):
         operators: OperatorSection,
         stack: str,
     ) -> None:
-        super().__init__("keyfence:fleet:Subaccount", sub.name, None, None)
+        super().__init__(L.SUBACCOUNT_COMPONENT, sub.name, None, None)
         ns_labels = {
             L.SUBACCOUNT: sub.name,
             L.VENUE: sub.venue,

@@ -62,6 +62,10 @@ class ResolvedKey:
     ledger_record: LedgerRecord | None = None
     ledger_conflict: str | None = None
     """Check mode: why the ledger forbids this stack the key (a fact the check reports)."""
+    secret_fingerprint: str | None = None
+    """Hex SHA-256 of the api secret, when known: lets the policy pack recognise a copy of the secret."""
+    vault_permissions: tuple[str, ...] | None = None
+    """The permissions Vault metadata records (None when it records none)."""
 
     @property
     def subaccount(self) -> str:
@@ -81,6 +85,7 @@ class ResolvedKey:
 # --------------------------------------------------------------------------- resolution
 
 METADATA_FINGERPRINT: Final = "fingerprint"
+METADATA_SECRET_FINGERPRINT: Final = "secret_fingerprint"
 METADATA_SUBACCOUNT: Final = "subaccount"
 METADATA_VENUE: Final = "venue"
 METADATA_PERMISSIONS: Final = "permissions"
@@ -102,6 +107,7 @@ class _MetadataFacts:
     venue: str | None
     permissions: tuple[str, ...] | None
     fingerprint_version: int | None = None
+    secret_fingerprint: str | None = None
 
 
 @dataclass
@@ -133,6 +139,13 @@ def _metadata_facts(custom: Mapping[str, str], spec_venue: str) -> tuple[_Metada
             "api key); re-register the key with 'keyfence keys register'"
         )
         fingerprint = None
+    secret_fingerprint = custom.get(METADATA_SECRET_FINGERPRINT)
+    if secret_fingerprint is not None and not FINGERPRINT_PATTERN.match(secret_fingerprint):
+        problems.append(
+            f"custom metadata '{METADATA_SECRET_FINGERPRINT}' is not 64 lowercase hex digits (the SHA-256 "
+            "of the api secret); re-register the key with 'keyfence keys register'"
+        )
+        secret_fingerprint = None
     subaccount = custom.get(METADATA_SUBACCOUNT)
     if subaccount is not None and not subaccount.strip():
         problems.append(f"custom metadata '{METADATA_SUBACCOUNT}' is empty; set it to the key's subaccount")
@@ -167,7 +180,7 @@ def _metadata_facts(custom: Mapping[str, str], spec_venue: str) -> tuple[_Metada
             permissions = tuple(sorted(set(ids)))
     raw_version = custom.get(METADATA_FINGERPRINT_VERSION)
     bound = int(raw_version) if raw_version is not None and raw_version.isdigit() else None
-    return _MetadataFacts(fingerprint, subaccount, venue, permissions, bound), problems
+    return _MetadataFacts(fingerprint, subaccount, venue, permissions, bound, secret_fingerprint), problems
 
 
 def fingerprint_bound(metadata: KeyMetadata, recorded_version: int | None) -> bool:
@@ -251,36 +264,36 @@ def _identity(
     metadata: KeyMetadata,
     facts: _MetadataFacts,
     mode: Mode,
-) -> tuple[str | None, IdentitySource, KeyMaterial | None, list[str]]:
-    """The key's fingerprint and where it comes from; material is kept only in deploy mode."""
+) -> tuple[str | None, IdentitySource, KeyMaterial | None, str | None, list[str]]:
+    """The key's fingerprint and its source, the material (deploy mode only), the secret's fingerprint."""
     fatal: list[str] = []
     bound = facts.fingerprint is not None and fingerprint_bound(metadata, facts.fingerprint_version)
     if mode == "check" and bound:
-        return facts.fingerprint, "metadata", None, fatal
+        return facts.fingerprint, "metadata", None, None, fatal
     if entry.operator_delivered:
         # The operator reads the key in the cluster; the program proves its identity from metadata alone.
         if facts.fingerprint is None:
             if mode == "check":
-                return None, "unverifiable", None, fatal  # the pack reports the unverifiable identity
-            return None, "unverifiable", None, [
+                return None, "unverifiable", None, None, fatal  # the pack reports the unverifiable identity
+            return None, "unverifiable", None, None, [
                 f"delivery {entry.delivery} reads key metadata only, and this key's custom metadata has no "
                 f"'{METADATA_FINGERPRINT}', so a copy of it under another path could not be detected; "
                 "register it with 'keyfence keys register' (which records the fingerprint)"
             ]
         if not bound:
-            return None, "unverifiable", None, [_unbound_problem(metadata, facts.fingerprint_version)]
-        return facts.fingerprint, "metadata", None, fatal
+            return None, "unverifiable", None, None, [_unbound_problem(metadata, facts.fingerprint_version)]
+        return facts.fingerprint, "metadata", None, None, fatal
     try:
         material = client.read_version(mount, entry.key_path, metadata.current_version)
     except KeyAccessDeniedError as exc:
         if mode == "deploy":
-            return None, "unverifiable", None, [exc.reason]
+            return None, "unverifiable", None, None, [exc.reason]
         if facts.fingerprint is not None:
-            return None, "unverifiable", None, [_unbound_problem(metadata, facts.fingerprint_version)]
+            return None, "unverifiable", None, None, [_unbound_problem(metadata, facts.fingerprint_version)]
         # Check mode never keeps material; without it and without a fingerprint, the pack decides.
-        return None, "unverifiable", None, fatal
+        return None, "unverifiable", None, None, fatal
     except VaultRequestError as exc:
-        return None, "unverifiable", None, [exc.reason]
+        return None, "unverifiable", None, None, [exc.reason]
     fatal.extend(
         f"version {metadata.current_version}: {problem}"
         for problem in material_problems(material.api_key, material.api_secret)
@@ -293,7 +306,7 @@ def _identity(
             f"register --rotate' (the fingerprint describes {said}, the current version is "
             f"{metadata.current_version}: rolled back, or written by hand)"
         )
-    return fingerprint, "material", material if mode == "deploy" else None, fatal
+    return fingerprint, "material", material if mode == "deploy" else None, material.secret_fingerprint, fatal
 
 
 def _inspect(
@@ -305,6 +318,7 @@ def _inspect(
     facts, fatal = _metadata_facts(metadata.custom_metadata, entry.subaccount.venue)
     version_problem = _current_version_problem(metadata)
     fingerprint: str | None = None
+    secret_fingerprint = facts.secret_fingerprint
     source: IdentitySource = "unverifiable"
     material: KeyMaterial | None = None
     judged = _judge(entry, facts)
@@ -315,7 +329,10 @@ def _inspect(
     elif version_problem is not None:
         fatal.insert(0, version_problem)
     else:
-        fingerprint, source, material, problems = _identity(client, mount, entry, metadata, facts, mode)
+        fingerprint, source, material, read_secret, problems = _identity(
+            client, mount, entry, metadata, facts, mode
+        )
+        secret_fingerprint = read_secret or secret_fingerprint
         fatal.extend(problems)
         if fingerprint is not None:
             record = ledger.read(fingerprint)
@@ -336,6 +353,8 @@ def _inspect(
         ledger=ledger.root,
         ledger_record=record,
         ledger_conflict=held,
+        secret_fingerprint=secret_fingerprint,
+        vault_permissions=facts.permissions,
     )
     return _Inspection(key, fatal, judged)
 
@@ -424,3 +443,137 @@ def resolve_keys(
             problems=[_problem_line(entries[i], mount, what) for i in failing for what in problems[i]],
         )
     return keys
+
+
+# --------------------------------------------------------------------------- facts for the policy pack
+
+
+@dataclass
+class KeyFacts:
+    """What ``keyfence check`` tells the policy pack about keys: never material, only non-secret facts.
+
+    The pack cannot trust labels or annotations (a transformation may rewrite them), so it is
+    told, as config, each key's Vault path, fingerprints, subaccount, venue and permissions,
+    which fleet process it belongs to, and where keys live in Vault.
+    """
+
+    entries: list[dict[str, object]]
+    verified: bool
+    """Every key under ``prefixes`` is listed as Vault holds it (check mode)."""
+    prefixes: list[str]
+    notes: list[str] = field(default_factory=list)
+
+    def config(self) -> dict[str, object]:
+        """The pack config properties (``knownKeys``, ``vaultVerified``, ``keyPrefixes``)."""
+        return {"knownKeys": self.entries, "vaultVerified": self.verified, "keyPrefixes": self.prefixes}
+
+
+@dataclass
+class FactSink:
+    """Where a program run under ``keyfence check`` leaves the facts it learnt while resolving keys."""
+
+    facts: KeyFacts | None = None
+
+
+def _entry(key: ResolvedKey) -> dict[str, object]:
+    entry = key.entry
+    out: dict[str, object] = {
+        "mount": key.mount,
+        "path": key.path,
+        "subaccount": key.subaccount,
+        "venue": key.venue,
+        "process": entry.ref,
+        "namespace": entry.subaccount.name,
+        "master": entry.subaccount.master,
+    }
+    if key.fingerprint:
+        out["fingerprint"] = key.fingerprint
+    if key.secret_fingerprint:
+        out["secretFingerprint"] = key.secret_fingerprint
+    permissions = key.vault_permissions if key.identity_source != "offline" else key.permissions
+    if permissions is not None:
+        out["permissions"] = list(permissions)
+    return out
+
+
+def offline_facts(spec: FleetSpec, keys: list[ResolvedKey] | None = None) -> KeyFacts:
+    """The fleet spec's word on each process's key: paths and subaccounts, no fingerprints."""
+    resolved = keys if keys is not None else _offline(spec)
+    return KeyFacts([_entry(k) for k in resolved], False, [f"{spec.vault.mount}/{spec.vault.prefix}"])
+
+
+def _other_key(client: KV2Client, mount: str, path: str) -> dict[str, object] | None:
+    metadata = client.read_metadata(mount, path)
+    facts, _ = _metadata_facts(metadata.custom_metadata, "spot")
+    out: dict[str, object] = {"mount": mount, "path": path}
+    for name, value in (
+        ("fingerprint", facts.fingerprint),
+        ("secretFingerprint", facts.secret_fingerprint),
+        ("subaccount", facts.subaccount),
+        ("venue", facts.venue),
+    ):
+        if value:
+            out[name] = value
+    if facts.permissions is not None:
+        out["permissions"] = list(facts.permissions)
+    if "secretFingerprint" not in out and metadata.current is not None and metadata.current.available:
+        out["current_version"] = metadata.current_version
+    return out
+
+
+def _secret_fingerprint(client: KV2Client, entry: dict[str, object]) -> str | None:
+    """Fingerprint a key's api secret when metadata lacks it; the material is dropped at once."""
+    from .vault import KeyAccessDeniedError
+
+    version = entry.pop("current_version", None)
+    if not isinstance(version, int):
+        return None
+    try:
+        return client.read_version(str(entry["mount"]), str(entry["path"]), version).secret_fingerprint
+    except KeyAccessDeniedError:
+        return None
+
+
+def vault_facts(client: KV2Client, spec: FleetSpec, keys: list[ResolvedKey]) -> KeyFacts:
+    """Facts of the fleet's keys and of every other key under the prefix, from Vault metadata.
+
+    A key whose metadata lacks ``secret_fingerprint`` is read once (if the token may) to
+    fingerprint its api secret, so that a copy of the secret alone is recognised too.
+    """
+    mount, prefix = spec.vault.mount, spec.vault.prefix
+    facts = KeyFacts([_entry(k) for k in keys], True, [f"{mount}/{prefix}"])
+    fleet = {(k.mount, k.path) for k in keys}
+    try:
+        listed = client.list_keys(mount, prefix)
+    except KeyfenceError as exc:
+        listed = []
+        facts.notes.append(
+            f"keys under {mount}/{prefix} not listed ({exc.headline}); only the fleet's are known"
+        )
+    others = [path for path in listed if (mount, path) not in fleet]
+    for outcome in client.read_many(lambda path: _other_key(client, mount, path), others):
+        if isinstance(outcome, dict):
+            facts.entries.append(outcome)
+    for k, entry in zip(keys, facts.entries, strict=False):
+        if "secretFingerprint" not in entry and k.version is not None:
+            entry["current_version"] = k.version
+    missing = [e for e in facts.entries if "current_version" in e]
+    # One read tells whether the token may read material at all (a CI token may not): if not, skip the rest.
+    found: list[object] = client.read_many(lambda entry: _secret_fingerprint(client, entry), missing[:1])
+    if found and isinstance(found[0], str):
+        found += client.read_many(lambda entry: _secret_fingerprint(client, entry), missing[1:])
+    found += [None] * (len(missing) - len(found))
+    unreadable = 0
+    for entry, digest in zip(missing, found, strict=True):
+        entry.pop("current_version", None)
+        if isinstance(digest, str):
+            entry["secretFingerprint"] = digest
+        else:
+            unreadable += 1
+    if unreadable:
+        facts.notes.append(
+            f"{unreadable} key(s) have no {METADATA_SECRET_FINGERPRINT} in their metadata and the token may "
+            "not read them: a copy of their api secret alone is not recognised (re-register them with "
+            "'keyfence keys register')"
+        )
+    return facts

@@ -32,6 +32,11 @@ class KeyMaterial:
     def fingerprint(self) -> str:
         return fingerprint_of(self.api_key)
 
+    @property
+    def secret_fingerprint(self) -> str:
+        """Hex SHA-256 of the api secret: as safe to show as the fingerprint (the secret is random)."""
+        return fingerprint_of(self.api_secret)
+
 
 def fingerprint_of(api_key: str) -> str:
     """Hex SHA-256 of the api key: a non-secret identity two copies of one key share."""

@@ -19,9 +19,10 @@ from typing import Any, Final
 import pulumi
 import yaml
 from keyfence_policies import labels as L
+from keyfence_policies.pack import POLICY_NAMES
 
 from ..errors import EXIT_OK, EXIT_VIOLATION, KeyfenceError, SpecError
-from ..keys import Mode
+from ..keys import FactSink, KeyFacts, Mode, offline_facts
 from ..program import CONFIG_NAMESPACE, SPEC_KEY, ProgramOptions, harness_options, run
 from ..spec import FleetSpec, Location, load_spec, locate, parse_yaml
 from ..vault import VaultSettings
@@ -196,6 +197,7 @@ def collect_program(
     config: Mapping[str, str] | None = None,
     spec: FleetSpec | None = None,
     organization: str = DEFAULT_ORGANIZATION,
+    facts: FactSink | None = None,
 ) -> Collected:
     """Run the program under the harness: what ``pulumi preview`` would register.
 
@@ -203,7 +205,7 @@ def collect_program(
     ``keyfence.program.run_from_config()`` and may declare more resources beside the fleet;
     by default keyfence's own program runs. ``config`` is stack config (``key`` means
     ``<project>:key``), as ``pulumi config set`` would give it. ``spec``, if given, is the
-    spec at ``spec_path`` already loaded.
+    spec at ``spec_path`` already loaded; ``facts`` receives what the program learnt about keys.
     """
     options = ProgramOptions(
         spec_path=spec_path,
@@ -211,6 +213,7 @@ def collect_program(
         vault=vault_settings,
         loaded=spec,
         stack=f"{organization}/{project}/{stack}",
+        facts=facts,
     )
     stack_config = {(k if ":" in k else f"{project}:{k}"): v for k, v in (config or {}).items()}
     stack_config.setdefault(f"{CONFIG_NAMESPACE}:{SPEC_KEY}", spec_path)
@@ -377,6 +380,7 @@ def run_check(
     # The pack's interpreter boots (most of a second) while the program runs here.
     session = PolicyPackSession(pack_dir, project=project, stack=stack)
     session.spawn_and_close_on_error()
+    sink = FactSink()
     try:
         collected = collect_program(
             spec_file,
@@ -388,18 +392,36 @@ def run_check(
             config=config,
             spec=spec,
             organization=organization,
+            facts=sink,
         )
     except BaseException:
         session.close()
         raise
+    # A wrapping program that never declares the fleet still gets the spec's word on its keys.
+    facts = sink.facts if sink.facts is not None else offline_facts(spec)
     analysis = analyze_in(
         session,
         collected.resources,
         config=user_config,
-        base_config=dict(OFFLINE_CONFIG) if offline else {},
+        base_config=pack_base_config(facts, offline=offline),
         config_source=str(policy_pack_config) if policy_pack_config is not None else "policy pack config",
     )
-    return _result(spec_file, stack, offline, spec, collected, analysis)
+    result = _result(spec_file, stack, offline, spec, collected, analysis)
+    result.notes.extend(facts.notes)
+    return result
+
+
+def pack_base_config(facts: KeyFacts, *, offline: bool) -> ConfigLayer:
+    """keyfence's own config layer for its pack: the key facts for every policy, and offline relaxations.
+
+    Under the user's ``--policy-pack-config``; policies a foreign pack does not have are skipped.
+    """
+    properties = facts.config()
+    layer: ConfigLayer = {name: ConfigEntry(None, dict(properties)) for name in POLICY_NAMES}
+    if offline:
+        for name, entry in OFFLINE_CONFIG.items():
+            layer[name] = ConfigEntry(entry.level, {**layer[name].properties, **entry.properties})
+    return layer
 
 
 def _result(

@@ -12,7 +12,7 @@ from keyfence_policies import labels as L
 
 from ..keys import ResolvedKey
 
-NOT_FETCHED = "<not fetched: keyfence check reads key metadata only>"
+NOT_FETCHED = L.MATERIAL_PLACEHOLDER
 """Stands in for key material when the program runs in check or offline mode."""
 
 

@@ -11,11 +11,14 @@ typo can neither crash a mandatory policy nor silently relax it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from . import labels as keys
+from .facts import KEY_PREFIXES, KNOWN_KEYS, VAULT_VERIFIED, KeyFact, parse_facts, parse_prefixes
+from .facts import schema as facts_schema
 from .kinds import DEFAULT_KEY_BEARING_KINDS, WORKLOAD_KINDS
 from .permissions import PERMISSION_IDS, ROLE_ALLOWANCES, VENUES
 
@@ -44,10 +47,19 @@ FLAG_DEFAULTS: Final[Mapping[str, bool]] = {
     REQUIRE_STATEFULSET: False,
 }
 
-SHARED_PROPERTIES: Final[tuple[str, ...]] = (LABELS, ANNOTATIONS, ROLE_ALLOWANCES_PROPERTY, KEY_BEARING_KINDS)
+SHARED_PROPERTIES: Final[tuple[str, ...]] = (
+    LABELS,
+    ANNOTATIONS,
+    ROLE_ALLOWANCES_PROPERTY,
+    KEY_BEARING_KINDS,
+    KNOWN_KEYS,
+    VAULT_VERIFIED,
+    KEY_PREFIXES,
+)
 """Properties every keyfence policy accepts."""
 
 _RESERVED: Final = frozenset({"enforcementLevel"})
+_CUSTOM_KIND: Final = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?/[A-Z][A-Za-z0-9]*$")
 
 
 @dataclass(frozen=True)
@@ -110,9 +122,13 @@ class PackConfig:
     annotations: AnnotationKeys = field(default_factory=AnnotationKeys)
     role_allowances: Mapping[str, Mapping[str, frozenset[str]]] = field(default_factory=_default_allowances)
     key_bearing_kinds: frozenset[str] = frozenset(DEFAULT_KEY_BEARING_KINDS)
+    """Known kinds by name, and custom kinds as ``<group>/<Kind>``, that may hold a key."""
     require_fingerprint: bool = True
     require_permissions: bool = True
     require_statefulset: bool = False
+    known_keys: tuple[KeyFact, ...] = ()
+    vault_verified: bool = False
+    key_prefixes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -158,12 +174,18 @@ def schema_properties(*, flags: Collection[str] = ()) -> dict[str, dict[str, Any
         },
         KEY_BEARING_KINDS: {
             "type": "array",
-            "description": "Workload kinds that may hold an exchange key. DaemonSet, Job and CronJob are "
-            "left out by default because they run several pods (per node, per run) on one key.",
-            "items": {"type": "string", "enum": list(WORKLOAD_KINDS)},
+            "description": "Workload kinds that may hold an exchange key. DaemonSet, Job, CronJob, "
+            "Rollout and ScaledJob are left out by default because they run several pods (per node, per "
+            "run, per rollout) on one key. A custom kind the pack does not know is named <group>/<Kind> "
+            "and listed only if it never runs two pods at once.",
+            "items": {
+                "type": "string",
+                "anyOf": [{"enum": list(WORKLOAD_KINDS)}, {"pattern": _CUSTOM_KIND.pattern}],
+            },
             "uniqueItems": True,
             "default": list(DEFAULT_KEY_BEARING_KINDS),
         },
+        **facts_schema(),
     }
     for flag in flags:
         properties[flag] = {
@@ -252,13 +274,14 @@ def _parse_kinds(raw: object, errors: list[str]) -> frozenset[str]:
         )
         return frozenset(DEFAULT_KEY_BEARING_KINDS)
     kinds = list(raw)
-    bad = [k for k in kinds if k not in WORKLOAD_KINDS]
+    good = [k for k in kinds if isinstance(k, str) and (k in WORKLOAD_KINDS or _CUSTOM_KIND.match(k))]
+    bad = [k for k in kinds if k not in good]
     if bad:
         errors.append(
             f"{KEY_BEARING_KINDS} lists unknown kinds {', '.join(map(_describe, bad))} (known: "
-            f"{', '.join(WORKLOAD_KINDS)}); they are ignored"
+            f"{', '.join(WORKLOAD_KINDS)}, or <group>/<Kind> for a custom kind); they are ignored"
         )
-    return frozenset(k for k in kinds if k in WORKLOAD_KINDS)
+    return frozenset(good)
 
 
 def _parse_flag(raw: object, prop: str, default: bool, errors: list[str]) -> bool:
@@ -306,6 +329,9 @@ def parse_config(raw: object, accepted: Collection[str] = SHARED_PROPERTIES) -> 
         else FLAG_DEFAULTS[flag]
         for flag in FLAG_DESCRIPTIONS
     }
+    known_keys = parse_facts(given.get(KNOWN_KEYS), errors)
+    vault_verified = _parse_flag(given.get(VAULT_VERIFIED), VAULT_VERIFIED, False, errors)
+    key_prefixes = parse_prefixes(given.get(KEY_PREFIXES), errors)
     config = PackConfig(
         labels=label_keys,
         annotations=annotation_keys,
@@ -314,5 +340,8 @@ def parse_config(raw: object, accepted: Collection[str] = SHARED_PROPERTIES) -> 
         require_fingerprint=flags[REQUIRE_FINGERPRINT],
         require_permissions=flags[REQUIRE_PERMISSIONS],
         require_statefulset=flags[REQUIRE_STATEFULSET],
+        known_keys=known_keys,
+        vault_verified=vault_verified,
+        key_prefixes=key_prefixes,
     )
     return ParsedConfig(config, tuple(errors))

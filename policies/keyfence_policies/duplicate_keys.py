@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from .config import REQUIRE_FINGERPRINT, PackConfig
+from .holders import findings as holder_findings
 from .identity import Identity, key_identities
 from .rule import MAX_NAMED, Finding, Rule, cannot_evaluate, enumerate_named, in_scope, named
 from .workloads import StackIndex, Workload
@@ -113,6 +114,7 @@ def check(index: StackIndex, config: PackConfig) -> Iterator[Finding]:
         problem = cannot_evaluate(workload, NAME)
         if problem is not None:
             yield problem
+    yield from holder_findings(index, config)
     for secret in index.unnamed_key_secrets:
         reasons = "; ".join(secret.problems.as_list()[:MAX_NAMED]) or "metadata.name is missing"
         yield Finding(
@@ -126,7 +128,9 @@ def check(index: StackIndex, config: PackConfig) -> Iterator[Finding]:
 RULE = Rule(
     name=NAME,
     description="No two workloads may hold the same exchange API key (compared by Vault path, "
-    "fingerprint and key Secret): one key per trading process, or nonces collide.",
+    "fingerprint and key Secret), and nothing else may hold it: no copy of its material, no Vault "
+    "route to it, no role reading its Secret, no Secret the stack cannot see. One key per trading "
+    "process, or nonces collide.",
     level="mandatory",
     check=check,
     remediation="Give each trading process its own API key, registered with 'keyfence keys register', "

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from .config import PackConfig
 from .labels import canonical_key_path, key_identity
-from .workloads import Workload
+
+if TYPE_CHECKING:
+    from .workloads import Workload
 
 DEFAULT_VAULT_MOUNT = "secret"
 
@@ -74,6 +76,9 @@ def key_identities(workload: Workload, config: PackConfig) -> list[Identity]:
         digest = fingerprint(source, config)
         if digest is not None:
             found.setdefault(Identity("fingerprint", digest), None)
+    for key in workload.reachable_keys():
+        for identity in key.identities():
+            found.setdefault(identity, None)
     for secret in workload.key_secrets:
         found.setdefault(Identity("secret", f"{secret.namespace}/{secret.name}"), None)
     return list(found)
@@ -85,6 +90,11 @@ def describe_key(workload: Workload, config: PackConfig) -> str:
         vault = vault_identity(source, config)
         if vault is not None:
             return f"exchange key {vault}"
+    for key in workload.reachable_keys():
+        if key.vault is not None:
+            return f"exchange key {key.vault}"
     if workload.key_secrets:
         return f"the exchange key in {workload.key_secrets[0].ref}"
+    if workload.reachable_keys():
+        return workload.reachable_keys()[0].describe()
     return "an exchange key"

@@ -38,36 +38,57 @@ def looks_like_key_material(name: str) -> bool:
     return bool(_MATERIAL.search("".join(words))) or any(w in _MATERIAL_WORDS for w in words)
 
 
-def _workload_findings(workload: Workload, config: PackConfig) -> Iterator[Finding]:
-    key = describe_key(workload, config)
-    for ref in workload.key_refs:
-        if ref.channel == "env":
-            yield Finding(
-                f"{workload.ref} reads key Secret {workload.namespace}/{ref.secret} into environment "
-                f"variable {ref.variable} of {ref.container}: environment variables leak to child "
-                f"processes, logs and crash dumps. Mount the Secret read-only (at {KEY_MOUNT_PATH}) and "
-                "read the key from files.",
-                workload.urn,
-            )
-        elif ref.channel == "envFrom":
-            yield Finding(
-                f"{workload.ref} loads key Secret {workload.namespace}/{ref.secret} into the environment of "
-                f"{ref.container} (envFrom): environment variables leak to child processes, logs and crash "
-                f"dumps. Mount the Secret read-only (at {KEY_MOUNT_PATH}) and read the key from files.",
-                workload.urn,
-            )
-    key_volumes = workload.key_volumes()
+def _literal_findings(workload: Workload, config: PackConfig) -> Iterator[Finding]:
+    """Credential-named literals, on every workload: a key pasted into a pod spec is a key in env."""
+    holds = f"holds {describe_key(workload, config)} and " if workload.key_bearing else ""
     for container in workload.containers:
         for env in container.node.get("env").items():
             name = env.get("name").text()
             value = env.get("value").text()
             if name and value and looks_like_key_material(name):
                 yield Finding(
-                    f"{workload.ref} holds {key} and sets environment variable {name} of {container.ref} to "
-                    "a literal value that looks like key material (value not shown). Remove it: the key is "
-                    f"mounted read-only at {KEY_MOUNT_PATH}.",
+                    f"{workload.ref} {holds}sets environment variable {name} of {container.ref} to a literal "
+                    "value that looks like key material (value not shown): whatever it is, it is written in "
+                    "the pod spec for anyone who can read it, and leaks to child processes, logs and crash "
+                    f"dumps. Remove it; an exchange key is mounted read-only at {KEY_MOUNT_PATH}, other "
+                    "credentials come from a Secret.",
                     workload.urn,
                 )
+    for holding in workload.holdings:
+        if holding.hit.how != "material" or holding.container is None:
+            continue
+        field = holding.hit.where[len(holding.container.node.path) :].lstrip(".")
+        if not field.startswith(("env", "args", "command")):
+            continue
+        yield Finding(
+            f"{workload.ref} writes the material of {holding.key.describe()} into {field} of "
+            f"{holding.container.ref} (value not shown): a key in the pod spec or the environment leaks to "
+            f"child processes, logs and crash dumps. Remove it; the key is mounted read-only at "
+            f"{KEY_MOUNT_PATH} in its process's pod only.",
+            workload.urn,
+        )
+
+
+def _workload_findings(workload: Workload, config: PackConfig) -> Iterator[Finding]:
+    for ref in workload.key_refs:
+        if ref.channel == "env":
+            yield Finding(
+                f"{workload.ref} reads key {ref.target.split(' ')[0]} {workload.namespace}/{ref.secret} into "
+                f"environment variable {ref.variable} of {ref.container}: environment variables leak to "
+                f"child processes, logs and crash dumps. Mount the Secret read-only (at {KEY_MOUNT_PATH}) "
+                "and read the key from files.",
+                workload.urn,
+            )
+        elif ref.channel == "envFrom":
+            yield Finding(
+                f"{workload.ref} loads key {ref.target.split(' ')[0]} {workload.namespace}/{ref.secret} into "
+                f"the environment of {ref.container} (envFrom): environment variables leak to child "
+                f"processes, logs and crash dumps. Mount the Secret read-only (at {KEY_MOUNT_PATH}) and "
+                "read the key from files.",
+                workload.urn,
+            )
+    key_volumes = workload.key_volumes()
+    for container in workload.containers:
         for mount in container.node.get("volumeMounts").items():
             volume = mount.get("name").text()
             if volume is None or volume not in key_volumes:
@@ -82,14 +103,17 @@ def _workload_findings(workload: Workload, config: PackConfig) -> Iterator[Findi
 
 
 def check(index: StackIndex, config: PackConfig) -> Iterator[Finding]:
-    """Report key Secrets read into env, key-like literal env vars, and writable key mounts."""
+    """Report key Secrets read into env, credential literals anywhere, and writable key mounts."""
     yield from each_key_bearing(index, NAME, lambda workload: _workload_findings(workload, config))
+    for workload in index.workloads:
+        yield from _literal_findings(workload, config)
 
 
 RULE = Rule(
     name=NAME,
     description="Exchange keys reach a process only as files of a read-only Secret volume: never through "
-    "env, envFrom or literal key-like environment variables.",
+    "env, envFrom, arguments or literal key-like environment variables, and no workload sets a "
+    "credential-named variable to a literal value.",
     level="mandatory",
     check=check,
     remediation=f"Mount the key Secret read-only at {KEY_MOUNT_PATH} and read api_key/api_secret from files.",

@@ -36,6 +36,14 @@ LEDGER_CONFLICT: Final = f"{DOMAIN}/ledger-conflict"
 
 MANAGED_BY: Final = "keyfence"
 
+# The component types the program declares each subaccount's and process's resources under.
+# A resource's URN (its parent chain) says which component declared it, whatever its labels.
+SUBACCOUNT_COMPONENT: Final = "keyfence:fleet:Subaccount"
+PROCESS_COMPONENT: Final = "keyfence:fleet:Process"
+
+MATERIAL_PLACEHOLDER: Final = "<not fetched: keyfence check reads key metadata only>"
+"""What a key Secret holds instead of key material in check and offline mode: never material."""
+
 # Where the key Secret is mounted in every container, and the files it holds.
 KEY_MOUNT_PATH: Final = "/var/run/keyfence/key"
 KEY_FILES: Final = ("api_key", "api_secret")

@@ -41,6 +41,9 @@ def _master(workload: Workload, index: StackIndex, config: PackConfig) -> tuple[
 
 def _venue(workload: Workload, config: PackConfig) -> str | None:
     label = config.labels.venue
+    for key in workload.reachable_keys():
+        if key.venue:
+            return key.venue  # Vault's (or the fleet spec's) word on the key's venue beats any label
     own = workload.label(label)
     if own:
         return own
@@ -56,6 +59,8 @@ def _permissions(workload: Workload, config: PackConfig) -> list[str] | None:
     key = config.annotations.permissions
     declared = workload.annotation_values(key)
     declared += [s.annotations[key] for s in workload.key_secrets if key in s.annotations]
+    # Vault's record of the key's rights counts whatever the stack declares.
+    declared += [",".join(k.permissions) for k in workload.reachable_keys() if k.from_vault and k.permissions]
     if not declared:
         return None
     ids: dict[str, None] = {}
@@ -65,7 +70,28 @@ def _permissions(workload: Workload, config: PackConfig) -> list[str] | None:
     return list(ids)
 
 
+def _vault_disagreements(workload: Workload, config: PackConfig) -> Iterator[Finding]:
+    """Declared permissions that differ from what Vault records for the key (check mode)."""
+    name = config.annotations.permissions
+    sources = [("the workload", v) for v in workload.annotation_values(name)]
+    sources += [(s.ref, s.annotations[name]) for s in workload.key_secrets if name in s.annotations]
+    for key in workload.reachable_keys():
+        if not key.from_vault or key.permissions is None:
+            continue
+        recorded = set(key.permissions)
+        for where, value in sources:
+            if set(parse_permissions(value)) != recorded:
+                yield Finding(
+                    f"{workload.ref}: {where} declares {name} {value!r}, but Vault records "
+                    f"{','.join(sorted(recorded)) or 'none'} for {key.vault}: declared rights must be the "
+                    "key's rights. Deploy through keyfence (it copies them from Vault), or fix the "
+                    "annotation.",
+                    workload.urn,
+                )
+
+
 def _workload_findings(workload: Workload, index: StackIndex, config: PackConfig) -> Iterator[Finding]:
+    yield from _vault_disagreements(workload, config)
     key = describe_key(workload, config)
     role_label, venue_label = config.labels.role, config.labels.venue
     permissions_key = config.annotations.permissions

@@ -12,6 +12,7 @@ instead of passing or crashing.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Final
 
@@ -47,6 +48,27 @@ _UNKNOWN_SENTINELS: Final = frozenset(
     if name.startswith("UNKNOWN_") and isinstance(value, str)
 )
 _UNKNOWN_ERROR: Final[type[BaseException]] = getattr(_sdk_proxy, "UnknownValueError", LookupError)
+
+
+_SNAKE: Final[dict[str, str]] = {
+    name: re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
+    for name in (
+        "apiVersion", "automountServiceAccountToken", "concurrencyPolicy", "configMap", "configMapKeyRef",
+        "configMapRef", "defaultMode", "enableServiceLinks", "envFrom", "ephemeralContainers",
+        "initContainers", "jobTargetRef", "jobTemplate", "matchLabels", "maxSurge", "mountPath",
+        "nodePublishSecretRef", "readOnly", "readOnlyRootFilesystem", "allowPrivilegeEscalation",
+        "restartPolicy", "roleRef", "runAsNonRoot", "scaleTargetRef", "secretKeyRef", "secretName",
+        "secretObjects", "secretProviderClass", "secretRef", "securityContext", "serviceAccountName",
+        "stringData", "binaryData", "volumeAttributes", "volumeMounts", "workloadRef", "apiGroups",
+        "resourceNames", "blueGreen", "secretPath", "subPath", "valueFrom", "fieldRef",
+    )
+}  # fmt: skip
+"""camelCase field names the pack reads, to their snake_case spelling.
+
+Pulumi translates the typed Kubernetes resources' Python names to camelCase, but a
+CustomResource's or Patch's free-form ``spec`` goes to the API as written: the pack reads
+either spelling, so a snake_case field can never hide a reference.
+"""
 
 
 class Problems:
@@ -97,22 +119,70 @@ def _is_list(value: object) -> bool:
     return isinstance(value, Sequence) and not isinstance(value, (str, bytes, bytearray))
 
 
-def _classify(value: object) -> object:
-    """Turn the SDK's raw unknown sentinels into :data:`UNKNOWN`."""
-    if isinstance(value, str) and value in _UNKNOWN_SENTINELS:
-        return UNKNOWN
+_DictProxy: Final[type] = getattr(_sdk_proxy, "_DictProxy", type(None))
+_ListProxy: Final[type] = getattr(_sdk_proxy, "_ListProxy", type(None))
+
+
+def open_proxy(value: object) -> object:
+    """The raw dict or list behind one of the SDK's unknown-checking proxies (anything else as is).
+
+    Reading through the proxy costs a call and a check per field, and raises on an unknown
+    value; the raw target holds the SDK's unknown sentinels instead, which this module
+    classifies itself. Only the proxy's own level is opened: its values are proxies again.
+    """
+    kind = type(value)
+    if kind is _DictProxy or kind is _ListProxy:
+        try:
+            target = value["__target"]  # type: ignore[index]
+        except Exception:  # a future SDK without the raw-target key: read through the proxy
+            return value
+        if isinstance(target, (dict, list)):
+            return target
     return value
+
+
+def _classify(value: object) -> object:
+    """Turn the SDK's raw unknown sentinels into :data:`UNKNOWN`, and open the SDK's proxies."""
+    if isinstance(value, str):
+        return UNKNOWN if value in _UNKNOWN_SENTINELS else value
+    return open_proxy(value)
 
 
 class Node:
     """One value read from a resource's props, with its dotted path for messages."""
 
-    __slots__ = ("_problems", "path", "value")
+    __slots__ = ("_key", "_parent", "_path", "_problems", "value")
 
     def __init__(self, value: object, path: str, problems: Problems) -> None:
         self.value = _classify(value)
-        self.path = path
+        self._path: str | None = path
+        self._parent: Node | None = None
+        self._key: str | int = ""
         self._problems = problems
+
+    @classmethod
+    def _child(cls, parent: Node, key: str | int, value: object) -> Node:
+        """A field of ``parent``; its dotted path is spelt out only if a message needs it."""
+        node = cls.__new__(cls)
+        kind = type(value)
+        if kind is str:
+            node.value = UNKNOWN if value in _UNKNOWN_SENTINELS else value
+        elif kind is dict or kind is list or value is None or value is ABSENT:
+            node.value = value
+        else:
+            node.value = _classify(value)
+        node._path = None
+        node._parent = parent
+        node._key = key
+        node._problems = parent._problems
+        return node
+
+    @property
+    def path(self) -> str:
+        if self._path is None:
+            assert self._parent is not None
+            self._path = self._parent._child_path(self._key)
+        return self._path
 
     @classmethod
     def root(cls, value: object, problems: Problems, path: str = "") -> Node:
@@ -158,18 +228,25 @@ class Node:
 
     def get(self, key: str) -> Node:
         """The field ``key`` of this object; absent when this is not an object."""
+        found = self.value
+        if type(found) is dict:  # the common case, opened from the SDK's proxy: no checks needed
+            value = found.get(key, ABSENT)
+            if value is ABSENT and key in _SNAKE:
+                value = found.get(_SNAKE[key], ABSENT)
+            return Node._child(self, key, value)
         found = self.mapping()
-        path = self._child_path(key)
         if found is None:
-            return Node(ABSENT, path, self._problems)
+            return Node._child(self, key, ABSENT)
         try:
             value = found.get(key, ABSENT)
+            if value is ABSENT and key in _SNAKE:
+                value = found.get(_SNAKE[key], ABSENT)
         except _UNKNOWN_ERROR:
             value = UNKNOWN
         except Exception as exc:  # a foreign proxy may raise anything; never let it escape
-            self._problems.add(f"{path} cannot be read ({type(exc).__name__})")
+            self._problems.add(f"{self._child_path(key)} cannot be read ({type(exc).__name__})")
             value = ABSENT
-        return Node(value, path, self._problems)
+        return Node._child(self, key, value)
 
     def dig(self, *keys: str) -> Node:
         """Follow a chain of object fields, e.g. ``dig("spec", "template", "spec")``."""
@@ -193,7 +270,7 @@ class Node:
                     element: object = self.value[index]
                 except _UNKNOWN_ERROR:
                     element = UNKNOWN
-                out.append(Node(element, self._child_path(index), self._problems))
+                out.append(Node._child(self, index, element))
         except Exception as exc:  # a foreign sequence may raise anything
             self._note(f"cannot be read ({type(exc).__name__})")
         return out

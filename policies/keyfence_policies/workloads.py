@@ -1,83 +1,50 @@
-"""An index of the stack: workloads, the key Secrets they reference, namespaces, scalers.
+"""One pass over the stack: workloads, the keys they can reach, and every other holder of a key.
 
-Key-bearing-ness is a whole-stack fact (a workload holds a key when it references a
-Secret labelled as an exchange key anywhere in the stack), so every policy starts
-from this index. It is built in one pass over the resources plus one pass over the
-workloads, with dict lookups only: the cost is linear in the size of the stack,
-never pairwise.
+Policies run as stack validations, so every policy sees every resource. This module
+builds, once per policy run, the index they all work from, in four linear steps:
 
-Anything the index cannot read is recorded as a problem on the record it belongs
-to; a workload whose key-bearing-ness depends on an unreadable value is marked
-``key_uncertain`` so that policies report it instead of skipping it.
+1. ``objects.expand``: list items opened, patches merged onto their targets;
+2. structure: workloads (known controllers by kind, anything else by the shape of a pod
+   spec), Secrets/ConfigMaps/SecretProviderClasses, Namespaces, autoscalers, RBAC; key
+   Secrets' material is hashed into the key book;
+3. the string scan (``scan``): every string of every resource is hashed once and searched
+   once for a known key's Vault path;
+4. resolution: each workload's references are linked to what they name, per container.
+
+Anything the index cannot read is recorded as a problem on the record it belongs to; a
+workload whose key-bearing-ness depends on an unreadable value is marked ``key_uncertain``
+so that policies report it instead of skipping it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Final
 
+from .carriers import SecretInfo, destinations, read_config_map, read_provider_class, read_secret
 from .config import PackConfig
-from .delivered import destination
-from .kinds import DELIVERY_KINDS, SCALER_KINDS, WORKLOAD_KINDS, parse_type
+from .keybook import Key, KeyBook
+from .kinds import DELIVERY_KINDS, SCALER_KINDS, TEMPLATE_PATHS
+from .objects import DEFAULT_NAMESPACE, StackObject, expand
+from .podspec import Container, PodSpec, SecretRef, find_pod_specs, read_pod_spec
 from .props import Node, Problems
+from .rbac import Rbac
+from .scan import Hit, Scanner
 
-DEFAULT_NAMESPACE: Final = "default"
+AGENT_PREFIX: Final = "vault.hashicorp.com/agent-inject"
+AGENT_CONTAINERS: Final = "vault.hashicorp.com/agent-inject-containers"
+_RBAC_KINDS: Final = frozenset({"Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"})
 
-# Where each workload kind keeps its pod template (Pod: the pod itself).
-_TEMPLATE_PATH: Final[dict[str, tuple[str, ...]]] = {
-    "Deployment": ("spec", "template"),
-    "StatefulSet": ("spec", "template"),
-    "DaemonSet": ("spec", "template"),
-    "ReplicaSet": ("spec", "template"),
-    "Job": ("spec", "template"),
-    "CronJob": ("spec", "jobTemplate", "spec", "template"),
-}
-_CONTAINER_FIELDS: Final = (
-    ("containers", "container"),
-    ("initContainers", "init container"),
-    ("ephemeralContainers", "ephemeral container"),
-)
-
-Channel = Literal["volume", "projected volume", "env", "envFrom"]
-
-
-@dataclass(frozen=True)
-class SecretRef:
-    """One place a pod spec names a Secret (always in the pod's own namespace)."""
-
-    secret: str
-    channel: Channel
-    container: str | None = None
-    volume: str | None = None
-    variable: str | None = None
-
-    @property
-    def via(self) -> str:
-        """Where the reference is, in words: ``env API_KEY of container maker``."""
-        if self.channel in ("volume", "projected volume"):
-            return f'{self.channel} "{self.volume}"'
-        if self.channel == "env":
-            return f"env {self.variable} of {self.container}"
-        return f"envFrom of {self.container}"
-
-
-@dataclass
-class SecretInfo:
-    """A Secret declared in the stack, with what the pack needs to know about it."""
-
-    urn: str | None
-    namespace: str
-    name: str | None
-    labels: dict[str, str]
-    annotations: dict[str, str]
-    problems: Problems
-    is_key: bool
-    key_uncertain: bool
-
-    @property
-    def ref(self) -> str:
-        return f"Secret {self.namespace}/{self.name or '<unnamed>'}"
+__all__ = [
+    "DEFAULT_NAMESPACE",
+    "Container",
+    "SecretInfo",
+    "SecretRef",
+    "StackIndex",
+    "Workload",
+    "build_index",
+]
 
 
 @dataclass
@@ -88,19 +55,7 @@ class NamespaceInfo:
     name: str
     labels: dict[str, str]
     problems: Problems
-
-
-@dataclass
-class Container:
-    """A container of a pod spec, whichever list it came from."""
-
-    name: str
-    role: str
-    node: Node
-
-    @property
-    def ref(self) -> str:
-        return f"{self.role} {self.name}"
+    fleet_subaccount: str | None = None
 
 
 @dataclass
@@ -120,41 +75,92 @@ class Scaler:
         return f"{self.kind} {self.namespace}/{self.name}"
 
 
+@dataclass(frozen=True)
+class Holding:
+    """A key a workload holds in its own fields: its material, or its Vault path."""
+
+    key: Key
+    hit: Hit
+    container: Container | None
+    injected: bool = False
+    """Named in a Vault Agent injector annotation: the agent writes it into the pod's containers."""
+
+
+@dataclass
+class Copy:
+    """Key material, or a Vault route to a key, somewhere other than the key's own Secret."""
+
+    ref: str
+    urn: str | None
+    key: Key
+    hit: Hit
+    route: bool = False
+
+
 @dataclass
 class Workload:
     """Something that runs containers, with its key references resolved against the stack."""
 
-    urn: str | None
+    obj: StackObject
     kind: str
     namespace: str
     name: str
     node: Node
-    pod_spec: Node
+    pods: list[PodSpec]
     labels: dict[str, str]
     template_labels: dict[str, str]
     annotation_sources: list[tuple[str, dict[str, str]]]
-    containers: list[Container]
-    volume_secrets: dict[str, list[str]]
-    secret_refs: list[SecretRef]
     problems: Problems
     has_key_path: bool
+    known: bool
+    """Its pod-running semantics are known (a built-in controller, a Rollout or a ScaledJob)."""
     key_uncertain: bool = False
     key_refs: list[SecretRef] = field(default_factory=list)
     key_secrets: list[SecretInfo] = field(default_factory=list)
+    carriers: list[SecretInfo] = field(default_factory=list)
+    holdings: list[Holding] = field(default_factory=list)
+    undeclared: list[SecretRef] = field(default_factory=list)
+    """References, in a subaccount namespace, to Secrets or SecretProviderClasses the stack lacks."""
+    workload_ref: tuple[str, str] | None = None
+    """A Rollout's ``spec.workloadRef`` (kind, name): it runs that workload's pod template."""
+
+    @property
+    def urn(self) -> str | None:
+        return self.obj.urn
 
     @property
     def ref(self) -> str:
         """How messages name a workload: ``Deployment alpha/maker``."""
-        return f"{self.kind} {self.namespace}/{self.name}"
+        return self.obj.ref
+
+    @property
+    def containers(self) -> list[Container]:
+        return [c for pod in self.pods for c in pod.containers]
+
+    @property
+    def pod_spec(self) -> Node:
+        return self.pods[0].node if self.pods else self.node.get("spec")
 
     @property
     def key_bearing(self) -> bool:
-        return self.has_key_path or bool(self.key_refs)
+        return self.has_key_path or bool(self.key_refs) or bool(self.holdings)
 
     @property
     def in_scope(self) -> bool:
         """Key-bearing, or possibly so: every policy must look at it."""
         return self.key_bearing or self.key_uncertain
+
+    def reachable_keys(self) -> list[Key]:
+        """Every key the workload can reach, once each."""
+        out: list[Key] = []
+        for carrier in self.carriers:
+            for key in (carrier.key, *carrier.held):
+                if key is not None and key not in out:
+                    out.append(key)
+        for holding in self.holdings:
+            if holding.key not in out:
+                out.append(holding.key)
+        return out
 
     def label(self, key: str) -> str | None:
         """A label of the workload, falling back to its pod template's."""
@@ -171,9 +177,14 @@ class Workload:
         return out
 
     def key_volumes(self) -> set[str]:
-        """Names of the pod's volumes that carry an exchange-key Secret."""
-        keyed = {s.name for s in self.key_secrets}
-        return {volume for volume, secrets in self.volume_secrets.items() if keyed.intersection(secrets)}
+        """Names of the pod's volumes that carry an exchange key."""
+        keyed = {(c.kind, c.name) for c in self.carriers}
+        return {
+            volume
+            for pod in self.pods
+            for volume, refs in pod.volume_sources.items()
+            if any((r.source, r.secret) in keyed for r in refs)
+        }
 
 
 @dataclass
@@ -181,217 +192,301 @@ class StackIndex:
     """The stack as the policies see it; built once per policy run."""
 
     config: PackConfig
+    book: KeyBook
     workloads: list[Workload] = field(default_factory=list)
     by_name: dict[tuple[str, str, str], list[Workload]] = field(default_factory=dict)
     secrets: dict[tuple[str, str], list[SecretInfo]] = field(default_factory=dict)
+    carriers: dict[tuple[str, str, str], list[SecretInfo]] = field(default_factory=dict)
     unnamed_key_secrets: list[SecretInfo] = field(default_factory=list)
     namespaces: dict[str, list[NamespaceInfo]] = field(default_factory=dict)
     scalers: list[Scaler] = field(default_factory=list)
+    copies: list[Copy] = field(default_factory=list)
+    rbac: Rbac = field(default_factory=Rbac)
+    subaccount_namespaces: set[str] = field(default_factory=set)
+    orphan_patches: list[StackObject] = field(default_factory=list)
+    unscanned: list[StackObject] = field(default_factory=list)
+    """Resources nested too deeply to search for key material."""
 
     def lookup(self, kind: str, namespace: str, name: str) -> list[Workload]:
         return self.by_name.get((kind, namespace, name), [])
 
-
-def _attr(resource: object, name: str) -> object:
-    try:
-        return getattr(resource, name, None)
-    except Exception:  # a foreign object may raise anything
-        return None
+    def key_secrets(self) -> Iterator[SecretInfo]:
+        for secrets in self.secrets.values():
+            yield from (s for s in secrets if s.is_key)
 
 
-def _urn(resource: object) -> str | None:
-    urn = _attr(resource, "urn")
-    return urn if isinstance(urn, str) and urn else None
+def _annotations(node: Node) -> dict[str, str]:
+    return node.dig("metadata", "annotations").string_map()
 
 
-def _metadata(props: Node, fallback_name: object) -> tuple[str, str, Node]:
-    metadata = props.get("metadata")
-    namespace = metadata.get("namespace").text() or DEFAULT_NAMESPACE
-    name = metadata.get("name").text()
-    if not name:
-        name = fallback_name if isinstance(fallback_name, str) and fallback_name else "<unnamed>"
-    return namespace, name, metadata
-
-
-def _volume_secrets(pod_spec: Node) -> tuple[dict[str, list[str]], list[SecretRef]]:
-    by_volume: dict[str, list[str]] = {}
-    refs: list[SecretRef] = []
-    for position, volume in enumerate(pod_spec.get("volumes").items()):
-        volume_name = volume.get("name").text() or f"#{position}"
-        names: list[str] = []
-        secret_name = volume.dig("secret", "secretName").text()
-        if secret_name:
-            names.append(secret_name)
-            refs.append(SecretRef(secret_name, "volume", volume=volume_name))
-        for source in volume.dig("projected", "sources").items():
-            projected_name = source.dig("secret", "name").text()
-            if projected_name:
-                names.append(projected_name)
-                refs.append(SecretRef(projected_name, "projected volume", volume=volume_name))
-        if names:
-            by_volume.setdefault(volume_name, []).extend(names)
-    return by_volume, refs
-
-
-def _containers(pod_spec: Node) -> tuple[list[Container], list[SecretRef]]:
-    containers: list[Container] = []
-    refs: list[SecretRef] = []
-    for list_name, role in _CONTAINER_FIELDS:
-        for position, node in enumerate(pod_spec.get(list_name).items()):
-            container = Container(node.get("name").text() or f"#{position}", role, node)
-            containers.append(container)
-            for env in node.get("env").items():
-                secret_name = env.dig("valueFrom", "secretKeyRef", "name").text()
-                if secret_name:
-                    variable = env.get("name").text() or "<unnamed>"
-                    refs.append(SecretRef(secret_name, "env", container=container.ref, variable=variable))
-            for source in node.get("envFrom").items():
-                secret_name = source.dig("secretRef", "name").text()
-                if secret_name:
-                    refs.append(SecretRef(secret_name, "envFrom", container=container.ref))
-    return containers, refs
-
-
-def _workload(resource: object, kind: str, config: PackConfig) -> Workload:
-    problems = Problems()
-    props = Node.root(_attr(resource, "props"), problems)
-    namespace, name, metadata = _metadata(props, _attr(resource, "name"))
-    path = _TEMPLATE_PATH.get(kind)
-    template = props.dig(*path) if path else props
-    pod_spec = template.get("spec")
-    if pod_spec.absent:
-        problems.add(f"{pod_spec.path} (the pod spec) is missing")
+def _workload(
+    obj: StackObject, templates: list[tuple[Node, Node]], known: bool, config: PackConfig
+) -> Workload:
+    props, problems = obj.props, obj.problems
+    metadata = obj.metadata
     annotation_sources = [("metadata", metadata.get("annotations").string_map())]
-    if kind == "CronJob":
-        annotation_sources.append(
-            ("job template", props.dig("spec", "jobTemplate", "metadata", "annotations").string_map())
-        )
-    if path:
-        annotation_sources.append(("pod template", template.dig("metadata", "annotations").string_map()))
-    volume_secrets, volume_refs = _volume_secrets(pod_spec)
-    containers, env_refs = _containers(pod_spec)
+    if obj.kind == "CronJob":
+        annotation_sources.append(("job template", _annotations(props.dig("spec", "jobTemplate"))))
+    pods: list[PodSpec] = []
+    template_labels: dict[str, str] = {}
+    for template, pod_spec in templates:
+        own = {} if template is props else _annotations(template)
+        if template is not props:
+            annotation_sources.append(("pod template", own))
+            template_labels.update(template.dig("metadata", "labels").string_map())
+        pods.append(read_pod_spec(pod_spec, own if template is not props else annotation_sources[0][1]))
     key_path_key = config.annotations.key_path
-    workload = Workload(
-        urn=_urn(resource),
-        kind=kind,
-        namespace=namespace,
-        name=name,
+    return Workload(
+        obj=obj,
+        kind=obj.kind,
+        namespace=obj.namespace,
+        name=obj.name,
         node=props,
-        pod_spec=pod_spec,
-        labels={},
-        template_labels={},
+        pods=pods,
+        labels=metadata.get("labels").string_map(),
+        template_labels=template_labels,
         annotation_sources=annotation_sources,
-        containers=containers,
-        volume_secrets=volume_secrets,
-        secret_refs=volume_refs + env_refs,
         problems=problems,
         has_key_path=any(key_path_key in annotations for _, annotations in annotation_sources),
+        known=known,
         # Everything read so far decides whether the workload holds a key.
         key_uncertain=bool(problems),
     )
-    workload.labels = metadata.get("labels").string_map()
-    if path:
-        workload.template_labels = template.dig("metadata", "labels").string_map()
-    return workload
 
 
-def _secret(resource: object, config: PackConfig, kind: str = "Secret") -> SecretInfo:
-    problems = Problems()
-    props = Node.root(_attr(resource, "props"), problems)
-    metadata = props.get("metadata")
-    namespace = metadata.get("namespace").text() or DEFAULT_NAMESPACE
-    name = metadata.get("name").text() or None
-    if kind in DELIVERY_KINDS:  # an operator writes this Secret: its name and metadata are in the spec
-        written, metadata = destination(props, kind)
-        name = written or None
-    if problems:  # a namespace or name that cannot be read cannot be matched to any reference
-        name = None
-    before = len(problems)
-    labels = metadata.get("labels").string_map()
-    marker = labels.get(config.labels.exchange_key)
-    is_key = marker is not None and marker.strip().lower() == "true"
-    if marker is not None and not is_key and marker.strip().lower() != "false":
-        problems.add(
-            f'metadata.labels["{config.labels.exchange_key}"] is {marker!r}, expected "true" or "false"'
-        )
-    # Unreadable metadata (unknown during preview, or not an object) hides the labels as well, but its
-    # problem was already noted while reading the name, so it adds none here: count it explicitly, or
-    # such a Secret would be silently taken for one that holds no key.
-    unreadable = not metadata.absent and metadata.mapping() is None
-    uncertain = not is_key and (len(problems) > before or unreadable)
-    annotations = metadata.get("annotations").string_map()
-    return SecretInfo(_urn(resource), namespace, name, labels, annotations, problems, is_key, uncertain)
+def _known_workload(obj: StackObject, config: PackConfig) -> Workload:
+    path = TEMPLATE_PATHS.get(obj.kind)
+    template = obj.props.dig(*path) if path else obj.props
+    pod_spec = template.get("spec")
+    workload_ref = obj.props.dig("spec", "workloadRef") if obj.kind == "Rollout" else None
+    if workload_ref is not None and template.absent and not workload_ref.absent:
+        workload = _workload(obj, [], True, config)
+        kind, name = workload_ref.get("kind").text(), workload_ref.get("name").text()
+        if kind and name:
+            workload.workload_ref = (kind, name)
+        else:
+            obj.problems.add("spec.workloadRef does not name a kind and name")
+            workload.key_uncertain = True
+        return workload
+    if pod_spec.absent:
+        if not obj.orphan_patch:  # a patch may leave the pod spec alone; its target is judged apart
+            obj.problems.add(f"{pod_spec.path} (the pod spec) is missing")
+        return _workload(obj, [], True, config)
+    return _workload(obj, [(template, pod_spec)], True, config)
 
 
-def _namespace(resource: object) -> NamespaceInfo | None:
-    problems = Problems()
-    props = Node.root(_attr(resource, "props"), problems)
-    name = props.dig("metadata", "name").text()
-    if not name:
-        return None
-    return NamespaceInfo(_urn(resource), name, props.dig("metadata", "labels").string_map(), problems)
-
-
-def _scaler(resource: object, kind: str) -> Scaler:
-    problems = Problems()
-    props = Node.root(_attr(resource, "props"), problems)
-    namespace, name, _ = _metadata(props, _attr(resource, "name"))
-    target = props.dig("spec", "scaleTargetRef")
+def _scaler(obj: StackObject) -> Scaler:
+    target = obj.props.dig("spec", "scaleTargetRef")
     target_kind = target.get("kind").text()
-    if target_kind is None and kind == "ScaledObject" and not target.get("kind").unknown:
+    if target_kind is None and obj.kind == "ScaledObject" and not target.get("kind").unknown:
         target_kind = "Deployment"  # KEDA's default target kind
     target_name = target.get("name").text()
     if not target_kind or not target_name:
-        problems.add("spec.scaleTargetRef does not name a target kind and name")
-    return Scaler(_urn(resource), kind, namespace, name, target_kind, target_name, problems)
+        obj.problems.add("spec.scaleTargetRef does not name a target kind and name")
+    return Scaler(obj.urn, obj.kind, obj.namespace, obj.name, target_kind, target_name, obj.problems)
 
 
-def _resolve(workload: Workload, secrets: Mapping[tuple[str, str], list[SecretInfo]]) -> None:
-    """Link a workload's Secret references to the key Secrets declared in the stack."""
-    seen: set[int] = set()
-    for ref in workload.secret_refs:
-        for secret in secrets.get((workload.namespace, ref.secret), ()):
-            if secret.key_uncertain:
-                workload.key_uncertain = True
-                workload.problems.extend(f"{secret.ref}: {p}" for p in secret.problems)
-                continue
-            if not secret.is_key:
-                continue
-            workload.key_refs.append(ref)
-            if id(secret) not in seen:
-                seen.add(id(secret))
-                workload.key_secrets.append(secret)
-                workload.problems.extend(f"{secret.ref}: {p}" for p in secret.problems)
+class _Builder:
+    """The four steps of :func:`build_index`, sharing one index and one scanner."""
+
+    def __init__(self, config: PackConfig) -> None:
+        self.index = StackIndex(config, KeyBook(config))
+        keys = config.annotations
+        self.scanner = Scanner(self.index.book, frozenset({keys.key_path, keys.vault_mount}))
+        self.objects: list[tuple[StackObject, Workload | SecretInfo | None]] = []
+
+    def add_carrier(self, carrier: SecretInfo) -> None:
+        if carrier.name is not None:
+            self.index.carriers.setdefault((carrier.kind, carrier.namespace, carrier.name), []).append(
+                carrier
+            )
+
+    def structure(self, obj: StackObject) -> None:
+        index, config = self.index, self.index.config
+        kind, known = obj.kind, obj.known_kind
+        record: Workload | SecretInfo | None = None
+        if obj.orphan_patch:
+            index.orphan_patches.append(obj)
+        if known == "Secret":
+            secret = record = read_secret(obj, config, index.book)
+            if secret.name is not None:
+                index.secrets.setdefault((secret.namespace, secret.name), []).append(secret)
+                self.add_carrier(secret)
+            elif secret.is_key or secret.key_uncertain:
+                index.unnamed_key_secrets.append(secret)
+        elif known == "ConfigMap":
+            record = read_config_map(obj)
+            self.add_carrier(record)
+        elif known == "SecretProviderClass":
+            record, _ = read_provider_class(obj)
+            self.add_carrier(record)
+        elif known == "Namespace":
+            name = obj.metadata.get("name").text()
+            if name:
+                labels = obj.metadata.get("labels").string_map()
+                info = NamespaceInfo(obj.urn, name, labels, obj.problems, obj.fleet_subaccount)
+                index.namespaces.setdefault(name, []).append(info)
+        elif known in SCALER_KINDS:
+            index.scalers.append(_scaler(obj))
+        elif known in _RBAC_KINDS:
+            index.rbac.add(obj)
+        elif obj.rtype is not None and obj.rtype.workload:
+            record = _known_workload(obj, config)
+        elif obj.rtype is not None and known is None and not obj.rtype.builtin:
+            templates = list(find_pod_specs(obj.props))
+            if templates:
+                record = _workload(obj, templates, False, config)
+        if isinstance(record, Workload):
+            index.workloads.append(record)
+            index.by_name.setdefault((kind, record.namespace, record.name), []).append(record)
+        self.objects.append((obj, record))
+
+    def homes(self) -> None:
+        """A key's material belongs in one Secret: its process's fleet Secret, else the first holding it."""
+        homes: dict[int, SecretInfo] = {}
+        for secret in self.index.key_secrets():
+            if secret.origin is not None:
+                continue  # written by a secrets operator: reported as the operator's route to the key
+            for key in secret.held:
+                if key.process is not None:
+                    home = secret.fleet_process == key.process
+                else:
+                    home = homes.setdefault(id(key), secret) is secret
+                if not home:
+                    hit = Hit(key, "material", "data")
+                    self.index.copies.append(Copy(secret.ref, secret.urn, key, hit))
+
+    def subaccount_namespaces(self) -> None:
+        index = self.index
+        names = index.subaccount_namespaces
+        for name, namespaces in index.namespaces.items():
+            if any(n.fleet_subaccount or index.config.labels.subaccount in n.labels for n in namespaces):
+                names.add(name)
+        for secret in index.key_secrets():
+            names.add(secret.namespace)
+        for key in index.book.keys:
+            if key.process:
+                names.add(key.namespace or key.process.split("/")[0])
+
+    def scan(self, obj: StackObject, record: Workload | SecretInfo | None) -> None:
+        skip = (
+            frozenset({"stringData", "data"})
+            if isinstance(record, SecretInfo) and record.fleet
+            else frozenset()
+        )
+        self.scanner.truncated = False
+        hits = self.scanner.scan(obj.raw, skip=skip)
+        if self.scanner.truncated:
+            self.index.unscanned.append(obj)
+        if not hits:
+            return
+        if isinstance(record, Workload):
+            self._hold(record, hits)
+        elif isinstance(record, SecretInfo):
+            record.hits.extend(hits)
+            material = [h for h in hits if h.how == "material"] or hits
+            if record.key is None:
+                record.key = material[0].key
+            record.is_key = record.is_key or record.kind == "Secret"
+            for hit in material:
+                if hit.key not in record.held:
+                    record.held.append(hit.key)
+        for hit in hits:
+            route = hit.how == "path" and not isinstance(record, Workload)
+            secret = isinstance(record, SecretInfo) and record.kind == "Secret"
+            # keyfence's operator delivery: the key's own fleet process asks an operator for its key.
+            delivery = route and obj.known_kind in DELIVERY_KINDS and _own_process(obj, hit.key)
+            if ((hit.how == "material" and not secret) or route) and not delivery:
+                self.index.copies.append(Copy(obj.ref, obj.urn, hit.key, hit, route=route))
+            if route and obj.known_kind not in ("Secret", "ConfigMap") and not isinstance(record, Workload):
+                for destination in destinations(obj):
+                    self._synced(obj, destination, hit.key, own=delivery)
+
+    def _synced(self, obj: StackObject, name: str, key: Key, *, own: bool = False) -> None:
+        """A Secret a secrets operator writes from Vault: it holds the key whether declared or not.
+
+        ``own``: the operator object is its fleet process's own delivery, so what it writes is that
+        process's key Secret (its home), not a second route to the key.
+        """
+        found = self.index.secrets.get((obj.namespace, name))
+        for secret in found or ():
+            secret.is_key, secret.key = True, secret.key or key
+            if key not in secret.held:
+                secret.held.append(key)
+        if not found:
+            synced = SecretInfo(obj.urn, obj.namespace, name, {}, {}, Problems(), True, False, key=key)
+            synced.held.append(key)
+            synced.origin = f"written by {obj.ref}"
+            if own:
+                synced.fleet_process = obj.fleet_process
+            self.index.secrets.setdefault((obj.namespace, name), []).append(synced)
+            self.add_carrier(synced)
+
+    def _hold(self, workload: Workload, hits: list[Hit]) -> None:
+        for hit in hits:
+            container = next(
+                (
+                    c
+                    for pod in workload.pods
+                    for c in pod.containers
+                    if hit.where.startswith(c.node.path + ".") or hit.where.startswith(c.node.path + "[")
+                ),
+                None,
+            )
+            injected = container is None and f"annotations.{AGENT_PREFIX}" in hit.where
+            workload.holdings.append(Holding(hit.key, hit, container, injected))
+
+    def resolve(self, workload: Workload) -> None:
+        """Link a workload's references to the key carriers declared in (or synced into) the stack."""
+        index = self.index
+        if workload.workload_ref is not None:
+            kind, name = workload.workload_ref
+            for target in index.lookup(kind, workload.namespace, name):
+                workload.pods.extend(target.pods)
+        subaccount = workload.namespace in index.subaccount_namespaces
+        for pod in workload.pods:
+            for ref in pod.refs:
+                found = index.carriers.get((ref.source, workload.namespace, ref.secret))
+                if not found:
+                    if subaccount and ref.source != "ConfigMap":
+                        workload.undeclared.append(ref)
+                    continue
+                for carrier in found:
+                    self._link(workload, ref, carrier)
+
+    def _link(self, workload: Workload, ref: SecretRef, carrier: SecretInfo) -> None:
+        if carrier.key_uncertain:
+            workload.key_uncertain = True
+            workload.problems.extend(f"{carrier.ref}: {p}" for p in carrier.problems)
+            return
+        if not (carrier.is_key or carrier.held or carrier.hits):
+            return
+        workload.key_refs.append(ref)
+        if carrier not in workload.carriers:
+            workload.carriers.append(carrier)
+            if carrier.kind == "Secret":
+                workload.key_secrets.append(carrier)
+            workload.problems.extend(f"{carrier.ref}: {p}" for p in carrier.problems)
 
 
 def build_index(resources: Iterable[object], config: PackConfig) -> StackIndex:
     """Index the stack's resources for the policies, in time linear in their number."""
-    index = StackIndex(config)
+    builder = _Builder(config)
     try:
         items = list(resources)
     except Exception:  # not even a list of resources: nothing to index
         items = []
-    for resource in items:
-        parsed = parse_type(_attr(resource, "resource_type"))
-        if parsed is None:
-            continue
-        kind = parsed.kind
-        if kind in WORKLOAD_KINDS:
-            workload = _workload(resource, kind, config)
-            index.workloads.append(workload)
-            index.by_name.setdefault((kind, workload.namespace, workload.name), []).append(workload)
-        elif kind == "Secret" or kind in DELIVERY_KINDS:
-            secret = _secret(resource, config, kind)
-            if secret.name is not None:
-                index.secrets.setdefault((secret.namespace, secret.name), []).append(secret)
-            elif secret.is_key or secret.key_uncertain:
-                index.unnamed_key_secrets.append(secret)
-        elif kind == "Namespace":
-            namespace = _namespace(resource)
-            if namespace is not None:
-                index.namespaces.setdefault(namespace.name, []).append(namespace)
-        elif kind in SCALER_KINDS:
-            index.scalers.append(_scaler(resource, kind))
-    for workload in index.workloads:
-        _resolve(workload, index.secrets)
-    return index
+    for obj in expand(items):
+        builder.structure(obj)
+    builder.subaccount_namespaces()
+    for obj, record in builder.objects:
+        builder.scan(obj, record)
+    builder.homes()
+    for workload in builder.index.workloads:
+        builder.resolve(workload)
+    return builder.index
+
+
+def _own_process(obj: StackObject, key: Key) -> bool:
+    """Whether ``obj`` is declared by the fleet process component that holds ``key`` (its URN says so)."""
+    return obj.fleet_process is not None and obj.fleet_process == key.process

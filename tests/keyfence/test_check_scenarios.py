@@ -81,6 +81,65 @@ def test_hand_written_resources_are_blocked(name: str, policies: set[str], offen
         assert all(offender in v["message"] or "executor" in v["message"] for v in duplicates)
 
 
+def mandatory_for(report: dict[str, Any], offender: str) -> dict[str, list[str]]:
+    """Mandatory violations against ``hand-written/<offender>`` (or a fleet resource), by policy."""
+    out: dict[str, list[str]] = {}
+    for v in report["violations"]:
+        if v["level"] == "mandatory" and v["urn"].endswith(f"::{offender}"):
+            out.setdefault(v["policy"], []).append(v["message"])
+    return out
+
+
+# Issue #10: each kind of way around the invariants, offline (no Vault needed).
+ISSUE_10 = [
+    ("replication-controller", "hand-written/twin", {"no-duplicate-key-assignment", "single-writer-per-key"}),
+    ("deployment-patch", "hand-written/executor-patch", {"single-writer-per-key"}),
+    ("argo-rollout", "hand-written/rollout", {"no-duplicate-key-assignment", "single-writer-per-key"}),
+    ("unknown-kind", "hand-written/clone", {"no-duplicate-key-assignment", "single-writer-per-key"}),
+    ("vault-agent", "hand-written/injected", {"no-duplicate-key-assignment"}),
+    ("csi-provider", "hand-written/vault-keys", {"no-duplicate-key-assignment"}),
+    ("csi-provider", "hand-written/csi", {"no-duplicate-key-assignment"}),
+    ("vault-static-secret", "hand-written/vso", {"no-duplicate-key-assignment"}),
+    ("vault-static-secret", "hand-written/synced", {"no-duplicate-key-assignment"}),
+    ("external-secret", "hand-written/eso", {"no-duplicate-key-assignment"}),
+    ("second-container", "momentum/executor", {"single-writer-per-key"}),
+    ("role-binding", "hand-written/key-reader", {"no-duplicate-key-assignment"}),
+    ("role-binding", "hand-written/key-reader-binding", {"no-duplicate-key-assignment"}),
+    ("strip-labels", "hand-written/shadow", {"no-duplicate-key-assignment"}),
+    ("strip-labels", "momentum/executor", {"no-duplicate-key-assignment"}),
+    ("rewrite-subaccount", "momentum/executor", {"subaccount-tag-required"}),
+    ("undeclared-secret", "hand-written/stray", {"no-duplicate-key-assignment"}),
+    ("literal-credential", "hand-written/config", {"key-not-in-env"}),
+]
+
+
+@pytest.mark.parametrize(("name", "offender", "policies"), ISSUE_10, ids=[f"{n}:{o}" for n, o, _ in ISSUE_10])
+def test_every_path_to_a_key_is_blocked(name: str, offender: str, policies: set[str]) -> None:
+    code, report, out = scenario(name)
+    assert code == EXIT_VIOLATION, out
+    found = mandatory_for(report, offender)
+    assert policies <= set(found), (policies, found)
+    assert "Traceback" not in out
+
+
+def test_the_messages_name_resource_channel_and_other_holder() -> None:
+    _, report, _ = scenario("csi-provider")
+    (route,) = mandatory_for(report, "hand-written/vault-keys")["no-duplicate-key-assignment"]
+    assert (
+        "SecretProviderClass momentum/vault-keys names exchange key secret/kraken/momentum/executor" in route
+    )
+    assert "spec.parameters.objects" in route and "Secret momentum/executor-key" in route
+    _, report, _ = scenario("second-container")
+    (pod,) = mandatory_for(report, "momentum/executor")["single-writer-per-key"]
+    assert (
+        'container executor (via volume "exchange-key"); container metrics (via volume "exchange-key")' in pod
+    )
+    _, report, _ = scenario("rewrite-subaccount")
+    messages = " ".join(mandatory_for(report, "momentum/executor")["subaccount-tag-required"])
+    assert "(subaccount main) holds the key of subaccount momentum" in messages
+    assert "the fleet spec says the key belongs to subaccount momentum" in messages
+
+
 def test_a_program_that_fails_exits_2_without_traceback(tmp_path: Path) -> None:
     code, _, out = scenario("bogus")
     assert code == EXIT_INVALID
@@ -179,3 +238,47 @@ def test_subaccount_key_with_withdrawal_rights_is_blocked(
     (violation,) = found["least-privilege-key"]
     assert violation["urn"].endswith("Deployment::momentum/executor")
     assert "withdrawal" in violation["message"] and "subaccounts" in violation["message"]
+
+
+COPIES = [
+    ("copied-secret", "hand-written/bot-creds"),
+    ("copied-secret", "hand-written/bot"),
+    ("copied-secret-data", "hand-written/bot-creds"),
+    ("copied-config-map", "hand-written/bot-config"),
+    ("copied-env", "hand-written/bot"),
+    ("copied-arg", "hand-written/bot"),
+]
+
+
+@pytest.mark.vault
+@pytest.mark.parametrize(("name", "offender"), COPIES, ids=[f"{n}:{o}" for n, o in COPIES])
+def test_a_copy_of_the_key_material_is_blocked_and_never_shown(
+    openbao: OpenBao, vault_env: dict[str, str], vault_prefix: str, tmp_path: Path, name: str, offender: str
+) -> None:
+    """The wrapping program reads the executor's key from Vault and puts it somewhere else."""
+    spec_path = small_spec(tmp_path, vault_prefix, ["general-full"])
+    seed(openbao, spec_path, vault_prefix)
+    code, report, out = check(
+        "--spec", str(spec_path), "--program", SCENARIOS, "--config", f"scenario={name}"
+    )
+    assert code == EXIT_VIOLATION, out
+    found = mandatory_for(report, offender)
+    assert "no-duplicate-key-assignment" in found, report["violations"]
+    assert "CANARY" not in out
+    if name == "copied-secret" and offender.endswith("/bot"):
+        assert any("Deployment momentum/executor" in m for m in found["no-duplicate-key-assignment"])
+
+
+@pytest.mark.vault
+def test_an_invented_fingerprint_is_an_unverifiable_key(
+    openbao: OpenBao, vault_env: dict[str, str], vault_prefix: str, tmp_path: Path
+) -> None:
+    """The sidecar's labelled key Secret claims a path and fingerprint Vault has never heard of."""
+    spec_path = small_spec(tmp_path, vault_prefix, ["general-full"])
+    seed(openbao, spec_path, vault_prefix)
+    code, report, out = check(
+        "--spec", str(spec_path), "--program", SCENARIOS, "--config", "scenario=compliant-sidecar"
+    )
+    assert code == EXIT_VIOLATION, out
+    (message,) = mandatory_for(report, "hand-written/sidecar-key")["no-duplicate-key-assignment"]
+    assert "unverifiable key" in message and "is the fingerprint of no key registered in Vault" in message

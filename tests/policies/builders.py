@@ -406,3 +406,119 @@ def hpa_props(namespace: str, target: str, kind: str = "Deployment", name: str =
             "maxReplicas": 3.0,
         },
     }
+
+
+# ----------------------------------------------------------------------- the fleet as keyfence declares it
+
+PROCESS_COMPONENT = L.PROCESS_COMPONENT
+SUBACCOUNT_COMPONENT = L.SUBACCOUNT_COMPONENT
+CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
+REPLICATION_CONTROLLER = "kubernetes:core/v1:ReplicationController"
+ROLLOUT = "kubernetes:argoproj.io/v1alpha1:Rollout"
+ROLE = "kubernetes:rbac.authorization.k8s.io/v1:Role"
+CLUSTER_ROLE = "kubernetes:rbac.authorization.k8s.io/v1:ClusterRole"
+ROLE_BINDING = "kubernetes:rbac.authorization.k8s.io/v1:RoleBinding"
+CLUSTER_ROLE_BINDING = "kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding"
+SECRET_PROVIDER_CLASS = "kubernetes:secrets-store.csi.x-k8s.io/v1:SecretProviderClass"
+
+
+def material_of(p: Proc) -> tuple[str, str]:
+    """The api key and secret whose fingerprints a ``Proc`` carries (test canaries, never real keys)."""
+    return f"CANARYKEY-{p.resource_name}", f"CANARYSECRET-{p.resource_name}"
+
+
+def secret_fingerprint_of(p: Proc) -> str:
+    return hashlib.sha256(material_of(p)[1].encode()).hexdigest()
+
+
+def _opts() -> PolicyResourceOptions:
+    return PolicyResourceOptions(False, [], None, [], PolicyCustomTimeouts(0, 0, 0), [], None)
+
+
+def component(resource_type: str, name: str, parent: PolicyResource | None = None) -> PolicyResource:
+    chain = resource_type
+    if parent is not None:
+        chain = f"{parent.urn.split('::')[2]}${resource_type}"
+    urn = f"urn:pulumi:dev::keyfence::{chain}::{name}"
+    return PolicyResource(resource_type, {}, urn, name, _opts(), None, parent, [], {})
+
+
+def child(resource_type: str, props: Any, name: str, parent: PolicyResource) -> PolicyResource:
+    """A resource declared under a component, with the URN and parent link the engine gives it."""
+    urn = f"urn:pulumi:dev::keyfence::{parent.urn.split('::')[2]}${resource_type}::{name}"
+    value = unknown_checking_proxy(copy.deepcopy(props)) if isinstance(props, dict) else props
+    return PolicyResource(resource_type, value, urn, name, _opts(), None, parent, [], {})
+
+
+def fleet_stack(procs: Iterable[Proc] | None = None, *, material: bool = False) -> list[PolicyResource]:
+    """The stack as the program declares it: components, parent links, type-chained URNs.
+
+    With ``material`` each key Secret holds its (canary) key, as under ``pulumi up``; otherwise the
+    placeholder keyfence check declares.
+    """
+    procs = list(example_fleet() if procs is None else procs)
+    out: list[PolicyResource] = []
+    subaccounts: dict[str, PolicyResource] = {}
+    for p in procs:
+        sub = subaccounts.get(p.subaccount)
+        if sub is None:
+            sub = subaccounts[p.subaccount] = component(SUBACCOUNT_COMPONENT, p.subaccount)
+            out += [
+                sub,
+                child(NAMESPACE, namespace_props(p.subaccount, p.venue, p.master), p.subaccount, sub),
+                child(
+                    NETWORK_POLICY,
+                    network_policy_props(p.subaccount),
+                    f"{p.subaccount}/default-deny-ingress",
+                    sub,
+                ),
+            ]
+        process = component(PROCESS_COMPONENT, p.resource_name, sub)
+        secret = secret_props(p)
+        api_key, api_secret = material_of(p)
+        secret["stringData"] = (
+            {"api_key": api_key, "api_secret": api_secret}
+            if material
+            else dict.fromkeys(L.KEY_FILES, L.MATERIAL_PLACEHOLDER)
+        )
+        out += [
+            process,
+            child(SERVICE_ACCOUNT, service_account_props(p), p.resource_name, process),
+            child(SECRET, secret, f"{p.resource_name}/key", process),
+            child(DEPLOYMENT, deployment_props(p), p.resource_name, process),
+        ]
+    return out
+
+
+def fleet_urn(resource_type: str, p: Proc, suffix: str = "") -> str:
+    chain = f"{SUBACCOUNT_COMPONENT}${PROCESS_COMPONENT}${resource_type}"
+    return f"urn:pulumi:dev::keyfence::{chain}::{p.resource_name}{suffix}"
+
+
+def known_keys(procs: Iterable[Proc], *, vault: bool = True, secrets: bool = True) -> dict[str, Any]:
+    """The pack config keyfence check passes: the facts of each process's key (Vault's, or the spec's)."""
+    entries = []
+    for p in procs:
+        entry: dict[str, Any] = {
+            "mount": p.mount,
+            "path": p.key_path,
+            "subaccount": p.subaccount,
+            "venue": p.venue,
+            "process": p.resource_name,
+            "namespace": p.subaccount,
+            "master": p.master,
+            "permissions": list(p.permissions or []),
+        }
+        if vault:
+            entry["fingerprint"] = p.fingerprint
+            if secrets:
+                entry["secretFingerprint"] = secret_fingerprint_of(p)
+        entries.append(entry)
+    return {"knownKeys": entries, "vaultVerified": vault, "keyPrefixes": ["secret/kraken"]}
+
+
+def plain_deployment(namespace: str, name: str, pod_spec: Props, **metadata: Any) -> PolicyResource:
+    """A hand-written Deployment with no keyfence labels: replicas 1, Recreate."""
+    props = workload_props("Deployment", pod_spec, namespace=namespace, name=name, replicas=1.0, **metadata)
+    props["spec"]["strategy"] = {"type": "Recreate"}
+    return wrap(DEPLOYMENT, props, f"hand/{name}")

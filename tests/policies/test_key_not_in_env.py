@@ -9,6 +9,7 @@ from keyfence_policies.key_not_in_env import looks_like_key_material
 
 from tests.policies.builders import (
     DEPLOYMENT,
+    KIND_TYPES,
     Proc,
     bare_pod_spec,
     clean_stack,
@@ -102,10 +103,20 @@ def test_empty_or_pointer_variables_are_fine(env: dict[str, str]) -> None:
     assert run(POLICY, with_container(add)) == []
 
 
-def test_key_like_variables_on_workloads_without_a_key_are_not_this_policys_business() -> None:
-    spec = bare_pod_spec({"name": "app", "image": "x:1", "env": [{"name": "API_KEY", "value": "abc"}]})
-    web = workload_props("Deployment", spec, namespace="web", name="web")
-    assert run(POLICY, [wrap(DEPLOYMENT, web, "web")]) == []
+@pytest.mark.parametrize("kind", ["Deployment", "Job", "Pod"])
+def test_credential_literals_on_workloads_without_a_key_are_reported_too(kind: str) -> None:
+    """Issue #10, 5: a pasted KRAKEN_API_SECRET is a key in env whether or not the workload mounts one."""
+    spec = bare_pod_spec(
+        {"name": "app", "image": "x:1", "env": [{"name": "KRAKEN_API_SECRET", "value": "abc"}]}
+    )
+    web = wrap(KIND_TYPES[kind], workload_props(kind, spec, namespace="web", name="web"), "web")
+    violations = run(POLICY, [web])
+    assert urns(violations) == [web.urn]
+    assert (
+        "sets environment variable KRAKEN_API_SECRET of container app to a literal value"
+        in violations[0].message
+    )
+    assert "value not shown" in violations[0].message
 
 
 @pytest.mark.parametrize("read_only", [False, None, "true"])

@@ -1,0 +1,251 @@
+"""One pass over every string of a resource, looking for exchange keys.
+
+Each string is hashed once (SHA-256, compared with the known keys' fingerprints) and
+searched once for a known key's Vault path. A string is also split into tokens, so a key
+inside ``--api-key=<key>``, a ``KEY=<key>`` line or a JSON document is found too, and a
+base64 string (a Secret's ``data``, or any value that decodes to text) is searched as the
+text it encodes. The walk reads the SDK's proxies' raw targets, never their values one by
+one, so an unknown value cannot raise and nothing is read twice.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from .keybook import Key, KeyBook, path_tokens
+from .props import _DictProxy, _ListProxy, open_proxy
+
+MIN_MATERIAL: Final = 12
+"""Shorter strings are not compared: no exchange issues keys that short."""
+MAX_DEPTH: Final = 100
+_SEPARATORS: Final = re.compile(r"[\s\"'`,;:{}\[\]()<>|&]+")
+_BASE64: Final = re.compile(r"[A-Za-z0-9+/_-]{14,}={0,2}")
+
+How = Literal["material", "path"]
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A key found in a resource: a copy of its material, or its Vault path."""
+
+    key: Key
+    how: How
+    where: str
+    """The field it was found in, as a dotted path (``data.api_key``, ``spec.template...env[0].value``)."""
+
+
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def decode_base64(text: str) -> str | None:
+    """The text a base64 string encodes, or None when it is not base64 of UTF-8 text."""
+    if len(text) % 4 or not _BASE64.fullmatch(text):
+        return None
+    try:
+        raw = base64.b64decode(text.replace("-", "+").replace("_", "/"), validate=True)
+        return raw.decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+
+
+def raw_children(value: object) -> list[tuple[object, object]] | None:
+    """``(key or index, value)`` pairs of a mapping or list, through the SDK's proxies; None for a leaf."""
+    value = open_proxy(value)
+    if isinstance(value, dict):
+        return list(value.items())
+    if isinstance(value, list):
+        return list(enumerate(value))
+    if isinstance(value, Mapping):
+        try:
+            target = value["__target"]  # the SDK's proxies hand their raw target over under this key
+            if isinstance(target, dict):
+                return list(target.items())
+        except Exception:  # a foreign mapping: read it key by key below
+            pass
+        out: list[tuple[object, object]] = []
+        try:
+            for key in list(value):
+                try:
+                    out.append((key, value[key]))
+                except Exception:  # unknown during preview: nothing to find in it
+                    continue
+        except Exception:  # an unreadable mapping holds nothing the scan can use
+            return []
+        return out
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes, bytearray)):
+        try:
+            target = value["__target"]  # type: ignore[call-overload]
+            if isinstance(target, list):
+                return list(enumerate(target))
+        except Exception:  # a plain sequence
+            pass
+        try:
+            return list(enumerate(list(value)))
+        except Exception:  # an unreadable sequence
+            return []
+    return None
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """What a string can hold, computed once per process for each distinct string."""
+
+    digests: tuple[str, ...]
+    """SHA-256 of the string and of each of its tokens long enough to be key material."""
+    paths: tuple[tuple[str, ...], ...]
+    decoded: str | None
+
+
+_SEEN: dict[str, _Seen] = {}
+_SEEN_LIMIT: Final = 1 << 18
+"""Distinct strings remembered across the pack's policies (each policy reads the same stack)."""
+
+
+def _candidates(text: str) -> list[str]:
+    out = [text]
+    parts = _SEPARATORS.split(text)
+    if len(parts) == 1 and "=" not in text:
+        return out
+    for part in parts:
+        if part != text:
+            out.append(part)
+        cut = part.find("=")
+        while 0 <= cut < len(part) - 1 and part[cut + 1] == "=":
+            cut = part.find("=", cut + 2)
+        if 0 <= cut < len(part) - 1:
+            out.append(part[cut + 1 :])
+    return out
+
+
+def seen(text: str) -> _Seen:
+    """The digests, path tokens and base64 content of a string: each string is hashed once."""
+    found = _SEEN.get(text)
+    if found is None:
+        digests: tuple[str, ...] = ()
+        if len(text) >= MIN_MATERIAL:
+            digests = tuple(dict.fromkeys(digest(c) for c in _candidates(text) if len(c) >= MIN_MATERIAL))
+        paths = path_tokens(text) if "/" in text else ()
+        decoded = decode_base64(text) if len(text) >= 16 else None
+        found = _Seen(digests, paths, decoded)
+        if len(_SEEN) >= _SEEN_LIMIT:
+            _SEEN.clear()
+        _SEEN[text] = found
+    return found
+
+
+class Scanner:
+    """Finds known keys in resources; one instance per stack, sharing the key book."""
+
+    def __init__(self, book: KeyBook, skip_fields: frozenset[str]) -> None:
+        self.book = book
+        self.skip_fields = skip_fields
+        """Field names whose values name a key on purpose (keyfence's own annotations): not searched."""
+        self.truncated = False
+
+    def material(self, text: str) -> Key | None:
+        """The key whose material ``text`` is, or holds as a token."""
+        digests = self.book.by_digest
+        if not digests or len(text) < MIN_MATERIAL:
+            return None
+        for candidate in seen(text).digests:
+            found = digests.get(candidate)
+            if found is not None:
+                return found
+        return None
+
+    def _text(self, text: str, where: list[object], out: list[Hit], *, paths: bool, depth: int = 0) -> None:
+        info = seen(text)
+        digests = self.book.by_digest
+        if digests:
+            for candidate in info.digests:
+                key = digests.get(candidate)
+                if key is not None:
+                    out.append(Hit(key, "material", _join(where)))
+                    break
+        if paths and info.paths and self.book.has_paths:
+            for segments in info.paths:
+                out.extend(Hit(k, "path", _join(where)) for k in self.book.match(segments))
+        if info.decoded is not None and depth < 2:
+            self._text(info.decoded, where, out, paths=paths, depth=depth + 1)
+
+    def scan(self, props: object, *, skip: frozenset[str] = frozenset()) -> list[Hit]:
+        """Every key found in ``props``; top-level fields in ``skip`` are left out (already read)."""
+        out: list[Hit] = []
+        if isinstance(props, str):
+            self._text(props, [], out, paths=True)
+        else:
+            self._walk(props, [], out, 0, skip, paths=True)
+        return out
+
+    def _walk(
+        self,
+        value: object,
+        where: list[object],
+        out: list[Hit],
+        depth: int,
+        skip: frozenset[str],
+        *,
+        paths: bool,
+    ) -> None:
+        """Every string below ``value``: leaves in the loop (the hot path), containers recursively."""
+        kind = type(value)
+        if kind is _DictProxy or kind is _ListProxy:
+            value = open_proxy(value)
+            kind = type(value)
+        items: Iterable[tuple[object, object]]
+        if kind is dict:
+            items = value.items()  # type: ignore[attr-defined]
+        elif kind is list:
+            items = enumerate(value)  # type: ignore[arg-type]
+        else:
+            children = raw_children(value)
+            if not children:
+                return
+            items = children
+        if depth >= MAX_DEPTH:
+            self.truncated = True
+            return
+        skip_fields, digests, cache = self.skip_fields, self.book.by_digest, _SEEN
+        search_paths = self.book.has_paths
+        for name, child in items:
+            if depth == 0 and name in skip:
+                continue
+            child_paths = paths and name not in skip_fields
+            kind = type(child)
+            if kind is str:
+                info = cache.get(child) or seen(child)  # type: ignore[call-overload,arg-type]
+                if digests:
+                    for candidate in info.digests:
+                        found = digests.get(candidate)
+                        if found is not None:
+                            out.append(Hit(found, "material", _join([*where, name])))
+                            break
+                if child_paths and search_paths and info.paths:
+                    here = _join([*where, name])
+                    for segments in info.paths:
+                        out.extend(Hit(k, "path", here) for k in self.book.match(segments))
+                if info.decoded is not None:
+                    self._text(info.decoded, [*where, name], out, paths=child_paths, depth=1)
+            elif child is None or kind is bool or kind is float or kind is int:
+                continue
+            else:
+                where.append(name)
+                self._walk(child, where, out, depth + 1, skip, paths=child_paths)
+                where.pop()
+
+
+def _join(where: list[object]) -> str:
+    out = ""
+    for part in where:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
