@@ -555,7 +555,8 @@ def ledger_violations(resources: list[RegisteredResource]) -> list[Violation]:
 
 
 def _deployments(resources: list[RegisteredResource]) -> list[RegisteredResource]:
-    return [r for r in resources if r.type == DEPLOYMENT_TYPE]
+    """The workloads ``process_rows`` reads, in the same order: Deployments and StatefulSets."""
+    return [r for r in resources if r.type in (DEPLOYMENT_TYPE, STATEFULSET_TYPE)]
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:

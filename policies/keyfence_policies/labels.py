@@ -40,6 +40,9 @@ MANAGED_BY: Final = "keyfence"
 # A resource's URN (its parent chain) says which component declared it, whatever its labels.
 SUBACCOUNT_COMPONENT: Final = "keyfence:fleet:Subaccount"
 PROCESS_COMPONENT: Final = "keyfence:fleet:Process"
+LEDGER_CLAIM_RECORD: Final = "pulumi-python:dynamic/ledger:Claim"
+"""The dynamic resource of a process's ``keyfence:ledger:Claim``: it names the key's path to claim it
+in the ledger, and delivers nothing."""
 
 MATERIAL_PLACEHOLDER: Final = "<not fetched: keyfence check reads key metadata only>"
 """What a key Secret holds instead of key material in check and offline mode: never material."""

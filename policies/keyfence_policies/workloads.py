@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
+from . import labels as L
 from .carriers import SecretInfo, destinations, read_config_map, read_provider_class, read_secret
 from .config import PackConfig
 from .keybook import Key, KeyBook
@@ -395,7 +396,11 @@ class _Builder:
             route = hit.how == "path" and not isinstance(record, Workload)
             secret = isinstance(record, SecretInfo) and record.kind == "Secret"
             # keyfence's operator delivery: the key's own fleet process asks an operator for its key.
-            delivery = route and obj.known_kind in DELIVERY_KINDS and _own_process(obj, hit.key)
+            delivery = (
+                route
+                and (obj.known_kind in DELIVERY_KINDS or obj.type == L.LEDGER_CLAIM_RECORD)
+                and _own_process(obj, hit.key)
+            )
             if ((hit.how == "material" and not secret) or route) and not delivery:
                 self.index.copies.append(Copy(obj.ref, obj.urn, hit.key, hit, route=route))
             if route and obj.known_kind not in ("Secret", "ConfigMap") and not isinstance(record, Workload):

@@ -118,7 +118,12 @@ def test_operator_fleet_deploys_with_a_metadata_only_token(
     }
     spec_path = write_spec(tmp_path, vault_prefix, everything)
     register_all(openbao, load_spec(spec_path), vault_prefix)
-    metadata_only = f'path "secret/metadata/{vault_prefix}/*" {{ capabilities = ["read", "list"] }}'
+    # Key metadata, and the key ledger's claims as deploy.hcl grants them: never a key's data.
+    metadata_only = (
+        f'path "secret/metadata/{vault_prefix}/*" {{ capabilities = ["read", "list"] }}\n'
+        'path "secret/data/keyfence/ledger/*" { capabilities = ["create", "read", "update"] }\n'
+        'path "secret/metadata/keyfence/ledger/*" { capabilities = ["delete"] }'
+    )
     monkeypatch.setenv("VAULT_TOKEN", openbao.token(metadata_only))
 
     collected = collect(lambda: run(ProgramOptions(str(spec_path), mode="deploy")))
