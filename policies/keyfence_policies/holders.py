@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Final
 
 from .carriers import SecretInfo
@@ -60,7 +61,7 @@ def _owner(key: Key, homes: dict[str, SecretInfo], holders: dict[int, list[Workl
     return ", ".join(parts) if parts else "no process of the fleet holds it"
 
 
-def where_in_words(copy: Copy, index: StackIndex) -> str:
+def where_in_words(copy: Copy, by_urn: dict[str | None, list[Workload]]) -> str:
     """``env API_TOKEN of container app`` or ``field data.creds``: where a copy sits."""
     where = copy.hit.where
     if "annotations." in where:
@@ -68,8 +69,7 @@ def where_in_words(copy: Copy, index: StackIndex) -> str:
     matched = _CONTAINER_FIELD.match(where)
     if matched is None:
         return f"field {where}"
-    workloads = [w for w in index.workloads if w.urn == copy.urn]
-    for workload in workloads:
+    for workload in by_urn.get(copy.urn, ()):
         for container in workload.containers:
             if container.node.path != matched["container"]:
                 continue
@@ -86,6 +86,9 @@ def where_in_words(copy: Copy, index: StackIndex) -> str:
 
 def _copy_findings(index: StackIndex) -> Iterator[Finding]:
     homes, holders = fleet_secrets(index), holders_of(index)
+    by_urn: dict[str | None, list[Workload]] = {}
+    for workload in index.workloads:
+        by_urn.setdefault(workload.urn, []).append(workload)
     seen: set[tuple[str | None, str, int]] = set()
     for copy in index.copies:
         marker = (copy.urn, copy.hit.where, id(copy.key))
@@ -93,7 +96,7 @@ def _copy_findings(index: StackIndex) -> Iterator[Finding]:
             continue
         seen.add(marker)
         owner = _owner(copy.key, homes, holders)
-        where = where_in_words(copy, index)
+        where = where_in_words(copy, by_urn)
         if copy.route:
             yield Finding(
                 f"{copy.ref} names {copy.key.describe()} by its Vault path in {where}; {owner}. A secrets "
@@ -126,19 +129,33 @@ def _undeclared_findings(index: StackIndex) -> Iterator[Finding]:
             )
 
 
-def _grant_targets(grant: Grant, index: StackIndex) -> list[SecretInfo]:
-    out = []
-    for secret in index.key_secrets():
-        if not grant.cluster and secret.namespace != grant.obj.namespace:
-            continue
-        if grant.names is None or secret.name in grant.names:
-            out.append(secret)
-    return out
+@dataclass
+class _KeySecrets:
+    """Key Secrets by namespace and by name, so each grant is resolved in time of its own size."""
+
+    every: list[SecretInfo]
+    by_namespace: dict[str, list[SecretInfo]]
+    by_name: dict[str | None, list[SecretInfo]]
+
+    @classmethod
+    def of(cls, index: StackIndex) -> _KeySecrets:
+        found = cls([], {}, {})
+        for secret in index.key_secrets():
+            found.every.append(secret)
+            found.by_namespace.setdefault(secret.namespace, []).append(secret)
+            found.by_name.setdefault(secret.name, []).append(secret)
+        return found
+
+    def reached_by(self, grant: Grant) -> list[SecretInfo]:
+        if grant.names is None:
+            return self.every if grant.cluster else self.by_namespace.get(grant.obj.namespace, [])
+        named = [s for name in sorted(grant.names) for s in self.by_name.get(name, [])]
+        return named if grant.cluster else [s for s in named if s.namespace == grant.obj.namespace]
 
 
-def _grant_scope(grant: Grant, index: StackIndex) -> str | None:
+def _grant_scope(grant: Grant, index: StackIndex, secrets: _KeySecrets) -> str | None:
     """What a grant lets its subjects read that holds a key, in words; None when nothing does."""
-    targets = _grant_targets(grant, index)
+    targets = secrets.reached_by(grant)
     shown = enumerate_named([s.ref for s in targets[:MAX_NAMED]], len(targets))
     if grant.names is None:
         if grant.cluster:
@@ -162,19 +179,18 @@ def _subjects(grant: Grant, bindings: list[Binding]) -> str:
 def _rbac_findings(index: StackIndex) -> Iterator[Finding]:
     rbac = index.rbac
     risky: dict[tuple[str, str, str], str] = {}
+    secrets = _KeySecrets.of(index) if rbac.grants else _KeySecrets([], {}, {})
+    bindings: dict[tuple[str, str, str], list[Binding]] = {}
+    for binding in rbac.bindings:
+        namespace = "" if binding.role_kind == "ClusterRole" else binding.obj.namespace
+        bindings.setdefault((binding.role_kind or "", namespace, binding.role_name or ""), []).append(binding)
     for grant in rbac.grants:
-        scope = _grant_scope(grant, index)
+        scope = _grant_scope(grant, index, secrets)
         if scope is None:
             continue
         kind = "ClusterRole" if grant.cluster else "Role"
         risky[(kind, grant.obj.namespace if not grant.cluster else "", grant.obj.name)] = scope
-        bound = [
-            b
-            for b in rbac.bindings
-            if b.role_kind == kind
-            and b.role_name == grant.obj.name
-            and (grant.cluster or b.obj.namespace == grant.obj.namespace)
-        ]
+        bound = bindings.get((kind, "" if grant.cluster else grant.obj.namespace, grant.obj.name), [])
         yield Finding(
             f"{grant.ref} lets {_subjects(grant, bound)} {'/'.join(sorted(grant.verbs))} {scope}. Whoever "
             f"can read a key Secret through the Kubernetes API holds the key beside its process: {NONCE}. "
@@ -213,9 +229,8 @@ def _rbac_findings(index: StackIndex) -> Iterator[Finding]:
             )
 
 
-def _verify(secret: SecretInfo, index: StackIndex, config: PackConfig) -> list[str]:
+def _verify(secret: SecretInfo, vault_digests: set[str], config: PackConfig) -> list[str]:
     """What Vault does not confirm about a key Secret's claims (check mode only)."""
-    book = index.book
     keys = config.annotations
     problems = []
     path = (secret.annotations.get(keys.key_path) or "").strip()
@@ -223,7 +238,6 @@ def _verify(secret: SecretInfo, index: StackIndex, config: PackConfig) -> list[s
     claimed = secret.claimed
     if path and (claimed is None or not claimed.from_vault):
         problems.append(f"Vault holds no registered key at its {keys.key_path} {path!r}")
-    vault_digests = {d for k in book.keys if k.from_vault for d in k.fingerprints}
     if fingerprint and fingerprint not in vault_digests:
         problems.append(
             f"its {keys.fingerprint} {fingerprint[:16]}... is the fingerprint of no key registered in Vault "
@@ -243,6 +257,7 @@ def _verify(secret: SecretInfo, index: StackIndex, config: PackConfig) -> list[s
 
 def _identity_findings(index: StackIndex, config: PackConfig) -> Iterator[Finding]:
     fleet = index.book.fleet_processes
+    vault_digests = {d for k in index.book.keys if k.from_vault for d in k.fingerprints}
     for secret in index.key_secrets():
         if secret.origin is not None:
             continue
@@ -255,7 +270,7 @@ def _identity_findings(index: StackIndex, config: PackConfig) -> Iterator[Findin
             )
         if not config.vault_verified:
             continue
-        problems = _verify(secret, index, config)
+        problems = _verify(secret, vault_digests, config)
         if problems:
             yield Finding(
                 f"{secret.ref}: unverifiable key: {'; '.join(problems)}. Only keys registered with 'keyfence "
