@@ -20,11 +20,13 @@ import pytest
 from google.protobuf import struct_pb2
 from pulumi.runtime import rpc
 
-from infra.analyzer import Analysis, ConfigEntry, Violation, run_policy_pack
-from infra.check import default_policy_pack
-from infra.harness import RegisteredResource, collect
-from infra.resources import declare_fleet
-from infra.spec import load_spec
+from keyfence.check.analyzer import run_policy_pack
+from keyfence.check.harness import RegisteredResource, collect
+from keyfence.check.packconfig import ConfigEntry
+from keyfence.check.runner import default_policy_pack
+from keyfence.check.verdict import Analysis, Violation
+from keyfence.fleet import declare_fleet
+from keyfence.spec import load_spec
 from tests.fleet_fixtures import EXAMPLE_SPEC, canary_material, resolved_keys
 from tests.hostile.test_policy_pack_process import ODD_VALUES, field_paths, with_field
 
