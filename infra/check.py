@@ -8,15 +8,12 @@ violation is traced back to the spec entry it comes from, so reports can point a
 
 from __future__ import annotations
 
-import contextlib
-import runpy
-import sys
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-import pulumi
 import yaml
 from keyfence_policies import labels as L
 
@@ -25,7 +22,8 @@ from .analyzer import run_policy_pack as _run_pack
 from .errors import EXIT_OK, EXIT_VIOLATION, KeyfenceError, SpecError
 from .harness import Collected, RegisteredResource, collect
 from .keys import Mode
-from .program import CONFIG_NAMESPACE, SPEC_KEY, ProgramOptions, harness_options, run
+from .program import CONFIG_NAMESPACE, SPEC_KEY, ProgramOptions
+from .programrun import DEFAULT_TIMEOUT, ProgramRun, run_program
 from .spec import FleetSpec, Location, load_spec, locate, parse_yaml
 from .vault import VaultSettings
 
@@ -156,30 +154,47 @@ def collect_program(
     program: str | Path | None = None,
     config: Mapping[str, str] | None = None,
     spec: FleetSpec | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> Collected:
-    """Run the program under the harness: what ``pulumi preview`` would register.
+    """Run the program in a child process under the served engine: what ``pulumi preview`` would register.
 
     ``program`` is a Pulumi program (a ``__main__.py`` folder or a file) that calls
     ``infra.program.run_from_config()`` and may declare more resources beside the fleet;
-    by default keyfence's own program runs. ``config`` is stack config (``key`` means
-    ``<project>:key``), as ``pulumi config set`` would give it. ``spec``, if given, is the
-    spec at ``spec_path`` already loaded.
+    by default keyfence's own program (``infra/``, as ``Pulumi.yaml`` names it) runs.
+    Stack config comes from the project's ``Pulumi.yaml`` and ``Pulumi.<stack>.yaml``, then
+    ``config`` (``key`` means ``<project>:key``), as ``pulumi config set`` would give it.
+    ``spec`` is accepted for callers that loaded it already; the child loads it itself.
     """
-    options = ProgramOptions(spec_path=spec_path, mode=mode, vault=vault_settings, loaded=spec)
-    stack_config = {(k if ":" in k else f"{project}:{k}"): v for k, v in (config or {}).items()}
-    stack_config.setdefault(f"{CONFIG_NAMESPACE}:{SPEC_KEY}", spec_path)
+    del spec
     if program is None:
-        return collect(lambda: run(options), project=project, stack=stack, config=stack_config)
-    entry = _program_entry(Path(program))
-    with harness_options(options):
-        try:
-            return collect(lambda: _run_path(entry), project=project, stack=stack, config=stack_config)
-        except (KeyfenceError, KeyboardInterrupt):
-            raise
-        except pulumi.RunError as exc:
-            raise KeyfenceError(str(exc)) from None
-        except Exception as exc:
-            raise KeyfenceError(f"{entry}: the program failed: {type(exc).__name__}: {exc}") from None
+        entry, pwd = Path(__file__).resolve().parent, Path.cwd()
+    else:
+        given = Path(program)
+        file = _program_entry(given)
+        entry = given if given.is_dir() else file
+        pwd = file.parent
+    project_dir = _find_project_file(pwd)
+    file_config, secure = stack_config(project_dir, stack) if project_dir is not None else ({}, [])
+    given_config = {(k if ":" in k else f"{project}:{k}"): v for k, v in (config or {}).items()}
+    stack_values = {**file_config, **given_config, f"{CONFIG_NAMESPACE}:{SPEC_KEY}": spec_path}
+    unreadable = [k for k in secure if k not in given_config and (program is not None or k.startswith("kubernetes:"))]
+    if unreadable:
+        raise KeyfenceError(
+            f"{project_dir}: stack {stack} has encrypted config the hermetic check cannot decrypt: "
+            f"{', '.join(unreadable)}; give each a stand-in value with --config KEY=VALUE"
+        )
+    child_spec = spec_path if pwd.resolve() == Path.cwd().resolve() else str(Path(spec_path).resolve())
+    run = ProgramRun(
+        program=entry,
+        pwd=pwd,
+        project=project,
+        stack=stack,
+        config=stack_values,
+        secret_keys=[k for k in secure if k in given_config],
+        options=ProgramOptions(spec_path=child_spec, mode=mode, vault=vault_settings),
+        timeout=timeout,
+    )
+    return run_program(run)
 
 
 def _program_entry(program: Path) -> Path:
@@ -191,15 +206,38 @@ def _program_entry(program: Path) -> Path:
     return entry
 
 
-def _run_path(entry: Path) -> None:
-    """Run a program file as the Pulumi language host does, with its folder importable."""
-    folder = str(entry.parent)
-    sys.path.insert(0, folder)
-    try:
-        runpy.run_path(str(entry), run_name="__main__")
-    finally:
-        with contextlib.suppress(ValueError):
-            sys.path.remove(folder)
+def stack_config(project_file: Path, stack: str) -> tuple[dict[str, str], list[str]]:
+    """Plain config of the project and stack files, and the keys whose values are encrypted.
+
+    As the Pulumi CLI reads them: project-level ``config`` values and defaults first, the
+    stack file's ``config`` over them; keys without a namespace belong to the project;
+    structured values are passed as JSON.
+    """
+    data = _read_yaml(project_file)
+    project = data.get("name") if isinstance(data.get("name"), str) else DEFAULT_PROJECT
+    values: dict[str, str] = {}
+    secure: list[str] = []
+
+    def take(entries: Any, *, project_level: bool) -> None:
+        for key, value in (entries or {}).items() if isinstance(entries, dict) else ():
+            full = key if ":" in str(key) else f"{project}:{key}"
+            if isinstance(value, dict) and "secure" in value:
+                secure.append(full)
+                continue
+            if project_level and isinstance(value, dict) and ({"value", "default"} & value.keys()):
+                value = value.get("value", value.get("default"))
+            if value is not None:
+                values[full] = value if isinstance(value, str) else json.dumps(value)
+
+    take(data.get("config"), project_level=True)
+    config_dir = project_file.parent
+    stack_config_dir = data.get("stackConfigDir")
+    if isinstance(stack_config_dir, str) and stack_config_dir:
+        config_dir = config_dir / stack_config_dir
+    stack_file = config_dir / f"Pulumi.{stack}.yaml"
+    if stack_file.is_file():
+        take(_read_yaml(stack_file).get("config"), project_level=False)
+    return values, secure
 
 
 # --------------------------------------------------------------------------- results
@@ -246,6 +284,8 @@ class CheckResult:
     findings: list[Finding]
     notes: list[str] = field(default_factory=list)
     pack_logs: list[str] = field(default_factory=list)
+    program_output: list[str] = field(default_factory=list)
+    """What the program printed (never part of a report)."""
 
     @property
     def mandatory(self) -> list[Finding]:
@@ -281,6 +321,7 @@ class PlanResult:
     stack: str
     offline: bool
     resources: list[PlannedResource]
+    program_output: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- check and plan
@@ -297,6 +338,7 @@ def run_check(
     project: str = DEFAULT_PROJECT,
     program: str | Path | None = None,
     config: Mapping[str, str] | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> CheckResult:
     """Declare the fleet, run the policy pack on it and map each violation to its spec entry.
 
@@ -317,6 +359,7 @@ def run_check(
         program=program,
         config=config,
         spec=spec,
+        timeout=timeout,
     )
     analysis = _run_pack(
         pack_dir,
@@ -358,6 +401,7 @@ def _result(
         findings=findings,
         notes=[OFFLINE_NOTE] if offline else [],
         pack_logs=[f"{line.severity}: {line.message}" for line in analysis.logs],
+        program_output=collected.output,
     )
 
 
@@ -370,6 +414,7 @@ def run_plan(
     project: str = DEFAULT_PROJECT,
     program: str | Path | None = None,
     config: Mapping[str, str] | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> PlanResult:
     """What the program would declare, secrets redacted; never reads key material."""
     spec_file = str(spec_path)
@@ -381,9 +426,10 @@ def run_plan(
         vault_settings=vault_settings,
         program=program,
         config=config,
+        timeout=timeout,
     )
     resources = [PlannedResource(r.type, r.name, r.urn, r.parent, r.inputs()) for r in collected.resources]
-    return PlanResult(spec_file, stack, offline, resources)
+    return PlanResult(spec_file, stack, offline, resources, collected.output)
 
 
 # --------------------------------------------------------------------------- reading the declarations

@@ -44,6 +44,9 @@ class RegisteredResource:
     properties: struct_pb2.Struct = field(repr=False)
     dependencies: tuple[str, ...] = ()
     property_dependencies: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    provider: str = ""
+    """The provider reference ``<urn>::<id>`` of a custom resource (empty under the SDK's mocks)."""
+    protect: bool = False
 
     def inputs(self) -> dict[str, Any]:
         """Plain inputs with every secret value replaced by ``"[secret]"``: safe to print."""
@@ -70,6 +73,8 @@ class Collected:
     stack_outputs: dict[str, Any]
     """Stack outputs as deserialised (secrets still wrapped)."""
     stack_urn: str = ""
+    output: list[str] = field(default_factory=list)
+    """What the program itself printed (last lines), when it ran in a child process."""
 
 
 class _EchoMocks(Mocks):

@@ -1,0 +1,136 @@
+"""The child process of ``keyfence check``: a Pulumi program started as the language host starts it.
+
+``python -m infra.langhost --monitor ADDR --engine ADDR --project P --stack S --pwd DIR PROGRAM``
+does what Pulumi's ``pulumi-language-python-exec`` does: stack config from ``PULUMI_CONFIG``
+and ``PULUMI_CONFIG_SECRET_KEYS``, the SDK's settings pointed at the given monitor and
+engine, the working directory changed, and the program run with ``runpy`` inside the root
+stack on a fresh event loop. Its only extra is keyfence's own: when ``--harness`` is given,
+the run options of ``keyfence check`` (spec, check or offline mode, Vault settings) are read
+as JSON from standard input and installed with ``harness_options`` before the program runs,
+so no stack config or environment variable can ever select a check mode for ``pulumi up``.
+
+Nothing here is trusted by the parent: the verdict comes from the monitor's record of the
+run, never from this process's exit status or output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import logging
+import os
+import runpy
+import sys
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Final
+
+EXIT_PROGRAM_ERROR: Final = 32
+"""What the Python language host exits with after reporting a program's error to the engine."""
+GC_THRESHOLD: Final = 500_000
+"""Allocations between young collections: the SDK's many small cycles make the default (700) costly."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m infra.langhost", description=__doc__)
+    p.add_argument("--monitor", required=True)
+    p.add_argument("--engine", required=True)
+    p.add_argument("--project", required=True)
+    p.add_argument("--stack", required=True)
+    p.add_argument("--organization", default="organization")
+    p.add_argument("--pwd", required=True)
+    p.add_argument("--parallel", type=int, default=0)
+    p.add_argument("--harness", action="store_true", help="read keyfence's run options from stdin")
+    p.add_argument("program")
+    return p
+
+
+def _harness_options(raw: str) -> Any:
+    """The ProgramOptions the parent sent (Vault credentials included, never printed)."""
+    from .program import ProgramOptions
+    from .vault import VaultSettings
+
+    data = json.loads(raw)
+    vault = data.get("vault")
+    return ProgramOptions(
+        spec_path=data["spec_path"],
+        mode=data["mode"],
+        vault=VaultSettings(**vault) if isinstance(vault, dict) else None,
+    )
+
+
+@contextlib.contextmanager
+def _installed(options: Any) -> Iterator[None]:
+    if options is None:
+        yield
+        return
+    from .program import harness_options
+
+    with harness_options(options):
+        yield
+
+
+def _where(exc: BaseException, program: Path) -> str:
+    """``file:line`` of the innermost frame in the program's folder (else the innermost frame)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    folder = str(program if program.is_dir() else program.parent)
+    mine = [f for f in frames if f.filename.startswith(folder)]
+    frame = (mine or frames or [None])[-1]
+    return f"{frame.filename}:{frame.lineno}: " if frame is not None else ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    options = _harness_options(sys.stdin.read()) if args.harness else None
+
+    import pulumi
+    import pulumi.runtime
+
+    pulumi.runtime.set_all_config(pulumi.runtime.get_config_env(), pulumi.runtime.get_config_secret_keys_env())
+    pulumi.runtime.configure(
+        pulumi.runtime.Settings(
+            monitor=args.monitor,
+            engine=args.engine,
+            project=args.project,
+            stack=args.stack,
+            parallel=args.parallel,
+            dry_run=True,
+            organization=args.organization,
+            root_directory=args.pwd,
+        )
+    )
+    program = Path(args.program)
+    sys.argv = [args.program]
+    os.chdir(args.pwd)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
+    try:
+        with _installed(options):
+            loop.run_until_complete(pulumi.runtime.run_in_stack(lambda: runpy.run_path(args.program, run_name="__main__")))
+        return 0
+    except pulumi.RunError as exc:
+        pulumi.log.error(str(exc))
+        return 1
+    except Exception as exc:
+        pulumi.log.error(f"{_where(exc, program)}{type(exc).__name__}: {exc}")
+        return EXIT_PROGRAM_ERROR
+    except BaseException as exc:
+        code = exc.code if isinstance(exc, SystemExit) else None
+        what = f"called sys.exit({code!r})" if isinstance(exc, SystemExit) else f"raised {type(exc).__name__}"
+        with contextlib.suppress(Exception):
+            pulumi.log.error(f"{_where(exc, program)}the program {what} before it completed")
+        raise
+    finally:
+        loop.close()
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
