@@ -20,7 +20,7 @@ from keyfence_policies import labels as L
 from .analyzer import Analysis, ConfigEntry, ConfigLayer, Level, PolicyMeta, Violation, load_policy_config
 from .analyzer import run_policy_pack as _run_pack
 from .errors import EXIT_OK, EXIT_VIOLATION, KeyfenceError, SpecError
-from .harness import Collected, RegisteredResource, collect
+from .harness import Collected, RegisteredResource
 from .keys import Mode
 from .program import CONFIG_NAMESPACE, SPEC_KEY, ProgramOptions
 from .programrun import DEFAULT_TIMEOUT, ProgramRun, run_program
@@ -169,7 +169,7 @@ def collect_program(
     if program is None:
         entry, pwd = Path(__file__).resolve().parent, Path.cwd()
     else:
-        given = Path(program)
+        given = Path(program).resolve()
         file = _program_entry(given)
         entry = given if given.is_dir() else file
         pwd = file.parent
@@ -177,7 +177,9 @@ def collect_program(
     file_config, secure = stack_config(project_dir, stack) if project_dir is not None else ({}, [])
     given_config = {(k if ":" in k else f"{project}:{k}"): v for k, v in (config or {}).items()}
     stack_values = {**file_config, **given_config, f"{CONFIG_NAMESPACE}:{SPEC_KEY}": spec_path}
-    unreadable = [k for k in secure if k not in given_config and (program is not None or k.startswith("kubernetes:"))]
+    unreadable = [
+        k for k in secure if k not in given_config and (program is not None or k.startswith("kubernetes:"))
+    ]
     if unreadable:
         raise KeyfenceError(
             f"{project_dir}: stack {stack} has encrypted config the hermetic check cannot decrypt: "
@@ -418,6 +420,8 @@ def run_plan(
 ) -> PlanResult:
     """What the program would declare, secrets redacted; never reads key material."""
     spec_file = str(spec_path)
+    # An invalid spec fails here, naming it, before a program process is started for nothing.
+    load_spec(spec_file)
     collected = collect_program(
         spec_file,
         mode="offline" if offline else "check",

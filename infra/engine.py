@@ -246,7 +246,9 @@ class Engine(resource_pb2_grpc.ResourceMonitorServicer):
             return self._register_request(request)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _register_request(self, req: resource_pb2.RegisterResourceRequest) -> resource_pb2.RegisterResourceResponse:
+    def _register_request(
+        self, req: resource_pb2.RegisterResourceRequest
+    ) -> resource_pb2.RegisterResourceResponse:
         if req.type == STACK_TYPE:
             urn = self.urn("", req.type, req.name)
             with self._lock:
@@ -256,7 +258,9 @@ class Engine(resource_pb2_grpc.ResourceMonitorServicer):
                 self._add(RegisteredResource(req.type, req.name, urn, "", False, struct_pb2.Struct()))
             return resource_pb2.RegisterResourceResponse(urn=urn)
         if req.packageRef:
-            raise Refused(f"{req.type} {req.name}: parameterised packages are not modelled by the hermetic check")
+            raise Refused(
+                f"{req.type} {req.name}: parameterised packages are not modelled by the hermetic check"
+            )
         aliases = [alias_pb2.Alias(urn=u) for u in req.aliasURNs] + list(req.aliases)
         opts = resource_pb2.TransformResourceOptions(
             depends_on=list(req.dependencies),
@@ -294,7 +298,9 @@ class Engine(resource_pb2_grpc.ResourceMonitorServicer):
         package = goal.type.split(":")[0]
         is_provider = goal.type.startswith(PROVIDER_PREFIX)
         if (goal.custom or goal.remote) and not is_provider:
-            goal.opts.provider = self._resolve_provider(goal.opts.provider, dict(goal.opts.providers), goal.parent, package)
+            goal.opts.provider = self._resolve_provider(
+                goal.opts.provider, dict(goal.opts.providers), goal.parent, package
+            )
         self._run_transforms(goal)
         if not goal.custom and goal.parent in self._component_providers:
             for key, ref in self._component_providers[goal.parent].items():
@@ -323,8 +329,10 @@ class Engine(resource_pb2_grpc.ResourceMonitorServicer):
             provider=provider_ref,
             protect=goal.opts.protect,
         )
-        self._add(record, transforms=goal.transforms, providers=None if goal.custom else dict(goal.opts.providers))
-        if is_provider and package == KUBERNETES:
+        self._add(
+            record, transforms=goal.transforms, providers=None if goal.custom else dict(goal.opts.providers)
+        )
+        if is_provider and goal.type == f"{PROVIDER_PREFIX}{KUBERNETES}":
             config = KubeProviderConfig.from_inputs(struct_to_python(props), urn)
             with self._lock:
                 self._provider_configs[urn] = config
@@ -351,7 +359,9 @@ class Engine(resource_pb2_grpc.ResourceMonitorServicer):
     ) -> None:
         with self._lock:
             if record.urn in self._urns:
-                raise Refused(f"duplicate resource URN {record.urn}: the engine refuses a second registration")
+                raise Refused(
+                    f"duplicate resource URN {record.urn}: the engine refuses a second registration"
+                )
             self._urns[record.urn] = record
             self.record.resources.append(record)
             self._parents[record.urn] = record.parent
@@ -362,7 +372,9 @@ class Engine(resource_pb2_grpc.ResourceMonitorServicer):
 
     # -- providers
 
-    def _resolve_provider(self, provider: str, providers: Mapping[str, str], parent: str, package: str) -> str:
+    def _resolve_provider(
+        self, provider: str, providers: Mapping[str, str], parent: str, package: str
+    ) -> str:
         if provider:
             return provider
         if package in providers:
@@ -389,7 +401,9 @@ class Engine(resource_pb2_grpc.ResourceMonitorServicer):
             props = python_to_struct(inputs)
             self._add(RegisteredResource(type_, name, urn, self.record.stack_urn, True, props))
             if package == KUBERNETES:
-                self._provider_configs[urn] = KubeProviderConfig.from_inputs(inputs, f"stack config {package}:*")
+                self._provider_configs[urn] = KubeProviderConfig.from_inputs(
+                    inputs, f"stack config {package}:*"
+                )
             ref = f"{urn}::{UNKNOWN_ID}"
             self._defaults[(package, version)] = ref
             return ref
@@ -515,11 +529,15 @@ class Engine(resource_pb2_grpc.ResourceMonitorServicer):
 
     # -- functions
 
-    def Invoke(self, request: resource_pb2.ResourceInvokeRequest, context: Any) -> resource_pb2.ResourceInvokeResponse:
+    def Invoke(
+        self, request: resource_pb2.ResourceInvokeRequest, context: Any
+    ) -> resource_pb2.ResourceInvokeResponse:
         with self._call(f"Invoke({request.tok})", context):
             token, args = self._transform_invoke(request)
             result = self._function(token, args)
-            return resource_pb2.ResourceInvokeResponse(**{"return": python_to_struct(result)})
+            response = resource_pb2.ResourceInvokeResponse()
+            getattr(response, "return").CopyFrom(python_to_struct(result))
+            return response
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _transform_invoke(self, request: resource_pb2.ResourceInvokeRequest) -> tuple[str, dict[str, Any]]:
@@ -532,7 +550,9 @@ class Engine(resource_pb2_grpc.ResourceMonitorServicer):
         for callback in transforms:
             raw = self._invoke_callback(
                 callback,
-                resource_pb2.TransformInvokeRequest(token=request.tok, args=args, options=options).SerializeToString(),
+                resource_pb2.TransformInvokeRequest(
+                    token=request.tok, args=args, options=options
+                ).SerializeToString(),
             )
             response = resource_pb2.TransformInvokeResponse.FromString(raw)
             if response.HasField("args"):
@@ -544,7 +564,9 @@ class Engine(resource_pb2_grpc.ResourceMonitorServicer):
     def _function(self, token: str, args: dict[str, Any]) -> dict[str, Any]:
         if token == "kubernetes:yaml:decode":
             text = plain(args.get("text"), "kubernetes:yaml:decode text")
-            objs = kubeyaml.decode(text if isinstance(text, str) else "", "YAML passed to kubernetes:yaml:decode")
+            objs = kubeyaml.decode(
+                text if isinstance(text, str) else "", "YAML passed to kubernetes:yaml:decode"
+            )
             namespace = plain(args.get("defaultNamespace"), "defaultNamespace")
             if isinstance(namespace, str) and namespace:
                 kubeyaml.normalize(objs, namespace, self._crds_copy(), "kubernetes:yaml:decode")
@@ -559,9 +581,7 @@ class Engine(resource_pb2_grpc.ResourceMonitorServicer):
                 raise Refused(f"pulumi:pulumi:getResource: unknown resource {urn!r}")
             return {"urn": found.urn, "id": "", "state": struct_to_python(found.properties)}
         if token.startswith("kubernetes:kustomize:"):
-            raise Refused(
-                f"{token}: the hermetic check does not run kustomize; {kubeyaml.PREVIEW_ADVICE}"
-            )
+            raise Refused(f"{token}: the hermetic check does not run kustomize; {kubeyaml.PREVIEW_ADVICE}")
         raise Refused(
             f"the program calls the function {token}, which only its provider can answer; the hermetic check "
             f"cannot evaluate it, so it cannot say what the stack holds; {kubeyaml.PREVIEW_ADVICE}"
@@ -599,15 +619,21 @@ class Engine(resource_pb2_grpc.ResourceMonitorServicer):
     def _construct(self, goal: _Goal, urn: str, provider_ref: str) -> tuple[str, str, struct_pb2.Struct]:
         """A remote component as its provider's Construct builds it: the component, then its children."""
         where = f"{goal.type} {goal.name}"
-        if goal.type not in ("kubernetes:yaml/v2:ConfigFile", "kubernetes:yaml/v2:ConfigGroup", "kubernetes:helm.sh/v4:Chart"):
+        if goal.type not in (
+            "kubernetes:yaml/v2:ConfigFile",
+            "kubernetes:yaml/v2:ConfigGroup",
+            "kubernetes:helm.sh/v4:Chart",
+        ):
             raise Refused(
-                f"{where}: a component built by its provider (a remote component) that the hermetic check does "
-                f"not model, so it cannot see what it holds; {kubeyaml.PREVIEW_ADVICE}"
+                f"{where}: a component built by its provider (a remote component) that the hermetic check "
+                f"does not model, so it cannot see what it holds; {kubeyaml.PREVIEW_ADVICE}"
             )
         try:
             args = plain(struct_to_python(goal.props), where)
         except ProviderRefusal as exc:
-            raise Refused(f"{where}: {exc}; its children cannot be known, so the check cannot judge them") from None
+            raise Refused(
+                f"{where}: {exc}; its children cannot be known, so the check cannot judge them"
+            ) from None
         config = self._kube_config(provider_ref)
         component = _Goal(
             type=goal.type,
@@ -637,10 +663,12 @@ class Engine(resource_pb2_grpc.ResourceMonitorServicer):
         crds = self._crds_copy()
         if type_ == "kubernetes:yaml/v2:ConfigFile":
             text = kubeyaml.read_manifest(str(args.get("file", "")), cwd)
-            return kubeyaml.normalize(kubeyaml.decode(text, str(args.get("file"))), config.namespace, crds, where)
+            return kubeyaml.normalize(
+                kubeyaml.decode(text, str(args.get("file"))), config.namespace, crds, where
+            )
         if type_ == "kubernetes:yaml/v2:ConfigGroup":
             objs: list[dict[str, Any]] = []
-            for file in kubeyaml.expand_files([str(f) for f in args.get("files") or []], cwd, glob=True):
+            for file in kubeyaml.expand_files([str(f) for f in args.get("files") or []], cwd, globbing=True):
                 objs += kubeyaml.decode(kubeyaml.read_manifest(file, cwd), file)
             yaml_text = args.get("yaml")
             for index, text in enumerate(yaml_text if isinstance(yaml_text, list) else [yaml_text or ""]):
@@ -650,11 +678,17 @@ class Engine(resource_pb2_grpc.ResourceMonitorServicer):
         return self._chart_objects(name, args, config, crds)
 
     def _chart_objects(
-        self, name: str, args: Mapping[str, Any], config: KubeProviderConfig, crds: Mapping[tuple[str, str], str]
+        self,
+        name: str,
+        args: Mapping[str, Any],
+        config: KubeProviderConfig,
+        crds: Mapping[tuple[str, str], str],
     ) -> list[dict[str, Any]]:
         where = f"helm.v4.Chart {name}"
         if args.get("postRenderer"):
-            raise Refused(f"{where}: a post-renderer is not run by the hermetic check; {kubeyaml.PREVIEW_ADVICE}")
+            raise Refused(
+                f"{where}: a post-renderer is not run by the hermetic check; {kubeyaml.PREVIEW_ADVICE}"
+            )
         namespace = str(args.get("namespace") or "")
         repository = args.get("repositoryOpts") or {}
         request = kubeyaml.HelmRequest(
@@ -681,9 +715,13 @@ class Engine(resource_pb2_grpc.ResourceMonitorServicer):
         try:
             args = plain(struct_to_python(props), where)
         except ProviderRefusal as exc:
-            raise Refused(f"{where}: {exc}; the chart cannot be rendered, so the check cannot judge it") from None
+            raise Refused(
+                f"{where}: {exc}; the chart cannot be rendered, so the check cannot judge it"
+            ) from None
         if args.get("postrender"):
-            raise Refused(f"{where}: a post-renderer is not run by the hermetic check; {kubeyaml.PREVIEW_ADVICE}")
+            raise Refused(
+                f"{where}: a post-renderer is not run by the hermetic check; {kubeyaml.PREVIEW_ADVICE}"
+            )
         repository = args.get("repositoryOpts") or {}
         namespace = str(args.get("namespace") or "default")
         request = kubeyaml.HelmRequest(
@@ -737,13 +775,19 @@ class Engine(resource_pb2_grpc.ResourceMonitorServicer):
 
     def RegisterPackage(self, request: Any, context: Any) -> Any:
         with self._call("RegisterPackage", context):
-            raise Refused(f"package {request.name}: parameterised packages are not modelled by the hermetic check")
+            raise Refused(
+                f"package {request.name}: parameterised packages are not modelled by the hermetic check"
+            )
 
 
 def _asset_paths(value: Any, where: str) -> list[str]:
     paths = []
     for item in value or []:
-        if isinstance(item, dict) and item.get(SIG) == rpc._special_asset_sig and isinstance(item.get("path"), str):
+        if (
+            isinstance(item, dict)
+            and item.get(SIG) == rpc._special_asset_sig
+            and isinstance(item.get("path"), str)
+        ):
             paths.append(item["path"])
         else:
             raise Refused(f"{where}: only file assets are supported in valueYamlFiles")
@@ -772,7 +816,9 @@ def _is_special(value: struct_pb2.Value, sig: str) -> bool:
     return SIG in fields and fields[SIG].string_value == sig
 
 
-def _map_values(struct: struct_pb2.Struct, fn: Callable[[struct_pb2.Value], struct_pb2.Value]) -> struct_pb2.Struct:
+def _map_values(
+    struct: struct_pb2.Struct, fn: Callable[[struct_pb2.Value], struct_pb2.Value]
+) -> struct_pb2.Struct:
     out = struct_pb2.Struct()
     for key, value in struct.fields.items():
         out.fields[key].CopyFrom(fn(value))
@@ -809,7 +855,9 @@ def _upgrade_value(value: struct_pb2.Value) -> struct_pb2.Value:
     return value
 
 
-def _add_dependencies(props: struct_pb2.Struct, dependencies: Mapping[str, Sequence[str]]) -> struct_pb2.Struct:
+def _add_dependencies(
+    props: struct_pb2.Struct, dependencies: Mapping[str, Sequence[str]]
+) -> struct_pb2.Struct:
     """Top-level properties carry their dependencies as output values (upgradeOutputValues)."""
     out = struct_pb2.Struct()
     out.CopyFrom(props)
@@ -902,7 +950,9 @@ class EngineLog(engine_pb2_grpc.EngineServicer):
         self._root = ""
 
     def Log(self, request: engine_pb2.LogRequest, context: Any) -> empty_pb2.Empty:
-        line = LogLine(_SEVERITIES.get(request.severity, "info"), request.message[:MAX_LINE_CHARS], request.urn)
+        line = LogLine(
+            _SEVERITIES.get(request.severity, "info"), request.message[:MAX_LINE_CHARS], request.urn
+        )
         with self._lock:
             if len(self._record.logs) < MAX_LOG_LINES or line.severity == "error":
                 self._record.logs.append(line)

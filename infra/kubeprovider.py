@@ -54,16 +54,61 @@ OUTPUT_SIG: Final = rpc._special_output_value_sig
 
 # pulumi-kubernetes provider/pkg/kinds/kinds.go: Kind.Namespaced()
 NAMESPACED_KINDS: Final = frozenset(
-    "Binding ConfigMap ControllerRevision CronJob CSIStorageCapacity DaemonSet Deployment Endpoints "
-    "EndpointSlice Event HorizontalPodAutoscaler Ingress Job Lease LimitRange NetworkPolicy "
-    "PersistentVolumeClaim Pod PodDisruptionBudget PodTemplate ReplicaSet ReplicationController "
-    "ResourceQuota Role RoleBinding Secret Service ServiceAccount StatefulSet".split()
+    [
+        "Binding",
+        "ConfigMap",
+        "ControllerRevision",
+        "CronJob",
+        "CSIStorageCapacity",
+        "DaemonSet",
+        "Deployment",
+        "Endpoints",
+        "EndpointSlice",
+        "Event",
+        "HorizontalPodAutoscaler",
+        "Ingress",
+        "Job",
+        "Lease",
+        "LimitRange",
+        "NetworkPolicy",
+        "PersistentVolumeClaim",
+        "Pod",
+        "PodDisruptionBudget",
+        "PodTemplate",
+        "ReplicaSet",
+        "ReplicationController",
+        "ResourceQuota",
+        "Role",
+        "RoleBinding",
+        "Secret",
+        "Service",
+        "ServiceAccount",
+        "StatefulSet",
+    ]
 )
 CLUSTER_KINDS: Final = frozenset(
-    "APIService CertificateSigningRequest ClusterRole ClusterRoleBinding CSIDriver CSINode "
-    "CustomResourceDefinition FlowSchema IngressClass MutatingWebhookConfiguration Namespace Node "
-    "PersistentVolume PodSecurityPolicy PriorityClass PriorityLevelConfiguration RuntimeClass StorageClass "
-    "ValidatingWebhookConfiguration VolumeAttachment".split()
+    [
+        "APIService",
+        "CertificateSigningRequest",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "CSIDriver",
+        "CSINode",
+        "CustomResourceDefinition",
+        "FlowSchema",
+        "IngressClass",
+        "MutatingWebhookConfiguration",
+        "Namespace",
+        "Node",
+        "PersistentVolume",
+        "PodSecurityPolicy",
+        "PriorityClass",
+        "PriorityLevelConfiguration",
+        "RuntimeClass",
+        "StorageClass",
+        "ValidatingWebhookConfiguration",
+        "VolumeAttachment",
+    ]
 )
 
 
@@ -93,7 +138,9 @@ class KubeProviderConfig:
         namespace = _config_text(inputs, "namespace", where)
         return cls(
             namespace=namespace or None,
-            server_side_apply=_config_flag(inputs, "enableServerSideApply", "PULUMI_K8S_ENABLE_SERVER_SIDE_APPLY"),
+            server_side_apply=_config_flag(
+                inputs, "enableServerSideApply", "PULUMI_K8S_ENABLE_SERVER_SIDE_APPLY"
+            ),
             render_to_directory=bool(_config_text(inputs, "renderYamlToDirectory", where)),
             managed_by=os.environ.get("PULUMI_KUBERNETES_MANAGED_BY_LABEL", "pulumi"),
         )
@@ -276,9 +323,8 @@ def check(
     if split is None:
         return props
     api_version, kind = split
-    if kind.endswith("Patch"):
-        if not config.server_side_apply:
-            raise ProviderRefusal(f"{urn}: patch resources require Server-Side Apply (enableServerSideApply)")
+    if kind.endswith("Patch") and not config.server_side_apply:
+        raise ProviderRefusal(f"{urn}: patch resources require Server-Side Apply (enableServerSideApply)")
     metadata = _object(props, "metadata")
     name = _text(metadata, "name") if metadata is not None else ""
     generate_name = _text(metadata, "generateName") if metadata is not None else ""
@@ -293,9 +339,14 @@ def check(
     read_only = metadata is not None and any(f in metadata.fields for f in READ_ONLY_METADATA)
     if not (wants_name or wants_label or wants_namespace or read_only):
         return props
-    if metadata is None and "metadata" in props.fields and props.fields["metadata"].WhichOneof("kind") not in (
-        None,
-        "null_value",
+    if (
+        metadata is None
+        and "metadata" in props.fields
+        and props.fields["metadata"].WhichOneof("kind")
+        not in (
+            None,
+            "null_value",
+        )
     ):
         # metadata is unknown or not an object: the provider cannot fill it in either.
         return props

@@ -72,11 +72,11 @@ def read_manifest(path: str, cwd: Path) -> str:
         raise ProviderRefusal(f"manifest {path}: cannot read it: {exc}") from None
 
 
-def expand_files(patterns: Iterable[str], cwd: Path, *, glob: bool) -> list[str]:
-    """File names as ``Parse`` reads them: globs expanded and sorted when ``glob`` is on."""
+def expand_files(patterns: Iterable[str], cwd: Path, *, globbing: bool) -> list[str]:
+    """File names as ``Parse`` reads them: globs expanded and sorted when ``globbing`` is on."""
     files: list[str] = []
     for pattern in patterns:
-        if glob and _GLOB.search(pattern) and "://" not in pattern:
+        if globbing and _GLOB.search(pattern) and "://" not in pattern:
             base = Path(pattern) if Path(pattern).is_absolute() else cwd / pattern
             files.extend(sorted(glob.glob(str(base))))
         else:
@@ -104,7 +104,10 @@ def _expand_lists(objs: Sequence[dict[str, Any]], source: str) -> list[dict[str,
 
 
 def normalize(
-    objs: Sequence[dict[str, Any]], default_namespace: str | None, crds: Mapping[tuple[str, str], str], source: str
+    objs: Sequence[dict[str, Any]],
+    default_namespace: str | None,
+    crds: Mapping[tuple[str, str], str],
+    source: str,
 ) -> list[dict[str, Any]]:
     """Lists expanded, kind/apiVersion/name required, the default namespace applied (``Normalize``).
 
@@ -120,9 +123,15 @@ def normalize(
     for obj in expanded:
         kind, api_version = obj.get("kind"), obj.get("apiVersion")
         if not isinstance(kind, str) or not kind or not isinstance(api_version, str) or not api_version:
-            raise ProviderRefusal(f"{source}: Kubernetes resources require a kind and apiVersion: {_brief(obj)}")
+            raise ProviderRefusal(
+                f"{source}: Kubernetes resources require a kind and apiVersion: {_brief(obj)}"
+            )
         metadata = obj.get("metadata")
-        if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str) or not metadata["name"]:
+        if (
+            not isinstance(metadata, dict)
+            or not isinstance(metadata.get("name"), str)
+            or not metadata["name"]
+        ):
             raise ProviderRefusal(f"{source}: Kubernetes resources require a .metadata.name: {_brief(obj)}")
         if api_version.startswith("core/"):
             obj["apiVersion"] = api_version = api_version[len("core/") :]
@@ -131,9 +140,9 @@ def normalize(
         if is_namespaced(api_version, kind, known) is True:
             if default_namespace is None:
                 raise ProviderRefusal(
-                    f"{source}: {kind} {metadata['name']} has no metadata.namespace, so the provider would put "
-                    "it in the namespace of the deploying machine's kubeconfig context, which the hermetic "
-                    "check cannot know; set metadata.namespace, or the provider's namespace option"
+                    f"{source}: {kind} {metadata['name']} has no metadata.namespace, so the provider would "
+                    "put it in the namespace of the deploying machine's kubeconfig context, which the "
+                    "hermetic check cannot know; set metadata.namespace, or the provider's namespace option"
                 )
             metadata["namespace"] = default_namespace
     return expanded
@@ -162,7 +171,12 @@ def _identity(obj: Mapping[str, Any]) -> tuple[str, str, str, str]:
     metadata = obj.get("metadata") or {}
     api_version = str(obj.get("apiVersion", ""))
     group = api_version.rpartition("/")[0]
-    return group, str(obj.get("kind", "")), str(metadata.get("namespace") or ""), str(metadata.get("name", ""))
+    return (
+        group,
+        str(obj.get("kind", "")),
+        str(metadata.get("namespace") or ""),
+        str(metadata.get("name", "")),
+    )
 
 
 def _dependencies(objs: Sequence[Mapping[str, Any]]) -> list[set[int]]:
@@ -199,9 +213,7 @@ def _dependencies(objs: Sequence[Mapping[str, Any]]) -> list[set[int]]:
     return deps
 
 
-def children(
-    objs: Sequence[dict[str, Any]], prefix: str, *, skip_await: bool, source: str
-) -> list[Child]:
+def children(objs: Sequence[dict[str, Any]], prefix: str, *, skip_await: bool, source: str) -> list[Child]:
     """The objects as the component's children, in dependency order (``Register`` in yaml.go)."""
     deps = _dependencies(objs)
     placed: dict[int, int] = {}
@@ -234,7 +246,12 @@ def children(
                 if key in inputs:
                     inputs[key] = secret(inputs[key])
         out.append(
-            Child(type_token(str(obj["apiVersion"]), kind), resource_name, inputs, sorted(placed[d] for d in deps[i]))
+            Child(
+                type_token(str(obj["apiVersion"]), kind),
+                resource_name,
+                inputs,
+                sorted(placed[d] for d in deps[i]),
+            )
         )
     return out
 

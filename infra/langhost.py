@@ -76,11 +76,11 @@ def _installed(options: Any) -> Iterator[None]:
 
 def _where(exc: BaseException, program: Path) -> str:
     """``file:line`` of the innermost frame in the program's folder (else the innermost frame)."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    folder = str(program if program.is_dir() else program.parent)
+    frames = list(traceback.extract_tb(exc.__traceback__))
+    folder = str(program.resolve() if program.is_dir() else program.resolve().parent)
     mine = [f for f in frames if f.filename.startswith(folder)]
-    frame = (mine or frames or [None])[-1]
-    return f"{frame.filename}:{frame.lineno}: " if frame is not None else ""
+    chosen = mine or frames
+    return f"{chosen[-1].filename}:{chosen[-1].lineno}: " if chosen else ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     import pulumi
     import pulumi.runtime
 
-    pulumi.runtime.set_all_config(pulumi.runtime.get_config_env(), pulumi.runtime.get_config_secret_keys_env())
+    pulumi.runtime.set_all_config(
+        pulumi.runtime.get_config_env(), pulumi.runtime.get_config_secret_keys_env()
+    )
     pulumi.runtime.configure(
         pulumi.runtime.Settings(
             monitor=args.monitor,
@@ -110,9 +112,13 @@ def main(argv: list[str] | None = None) -> int:
     asyncio.set_event_loop(loop)
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
+
+    def program_body() -> None:
+        runpy.run_path(args.program, run_name="__main__")
+
     try:
         with _installed(options):
-            loop.run_until_complete(pulumi.runtime.run_in_stack(lambda: runpy.run_path(args.program, run_name="__main__")))
+            loop.run_until_complete(pulumi.runtime.run_in_stack(program_body))
         return 0
     except pulumi.RunError as exc:
         pulumi.log.error(str(exc))

@@ -14,6 +14,7 @@ process, a ``BaseException``, a kill, a timeout) is one message and exit 2.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -95,7 +96,10 @@ def _import_roots() -> list[str]:
     """Folders the child needs on its path to import keyfence (``infra``, ``keyfence_policies``)."""
     import keyfence_policies
 
-    roots = [str(Path(__file__).resolve().parent.parent), str(Path(keyfence_policies.__file__).resolve().parent.parent)]
+    roots = [
+        str(Path(__file__).resolve().parent.parent),
+        str(Path(keyfence_policies.__file__).resolve().parent.parent),
+    ]
     return list(dict.fromkeys(roots))
 
 
@@ -161,7 +165,7 @@ def run_program(run: ProgramRun) -> Collected:
             )
         except OSError as exc:
             raise ProgramFailed(f"the program could not be started with {sys.executable}: {exc}") from None
-        tails = [_Tail(process.stdout, "stdout", output), _Tail(process.stderr, "stderr", output)]  # type: ignore[arg-type]
+        drains = [_Tail(process.stdout, "stdout", output), _Tail(process.stderr, "stderr", output)]  # type: ignore[arg-type]
         _send_options(process, run.options)
         timed_out = False
         try:
@@ -171,8 +175,8 @@ def run_program(run: ProgramRun) -> Collected:
             _kill_group(process)
             returncode = process.wait()
         _kill_group(process)  # anything the program left running in its session
-        for tail in tails:
-            tail.join()
+        for drain in drains:
+            drain.join()
     finally:
         server.stop(grace=None)
         executor.shutdown(wait=False)
@@ -181,7 +185,9 @@ def run_program(run: ProgramRun) -> Collected:
     problem = _incomplete(engine.record, returncode, timed_out=timed_out, timeout=run.timeout)
     if problem is not None:
         headline, details = problem
-        tail = [f"program output (last {len(lines)} lines):", *[f"  {line}" for line in lines]] if lines else []
+        tail = (
+            [f"program output (last {len(lines)} lines):", *[f"  {line}" for line in lines]] if lines else []
+        )
         raise ProgramFailed(headline, problems=[*details, *tail])
     record = engine.record
     return Collected(record.resources, record.stack_outputs, record.stack_urn, lines)
@@ -191,23 +197,17 @@ def _send_options(process: subprocess.Popen[bytes], options: ProgramOptions | No
     stdin = process.stdin
     if stdin is None:
         return
-    try:
+    # A program already gone raises OSError here; its exit is judged afterwards.
+    with contextlib.suppress(OSError):
         if options is not None:
             stdin.write(_options_json(options).encode())
-    except OSError:
-        pass  # the program is already gone; its exit is judged below
-    finally:
-        try:
-            stdin.close()
-        except OSError:
-            pass
+    with contextlib.suppress(OSError):
+        stdin.close()
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _status(returncode: int) -> str:
@@ -243,7 +243,7 @@ def _incomplete(
         return f"the program exited with status 0 before it completed: {detail}", errors[1:]
     if record.pending_at_shutdown:
         return (
-            f"the program signalled completion with {record.pending_at_shutdown} engine call(s) still unanswered",
+            f"the program signalled completion with {record.pending_at_shutdown} engine call(s) unanswered",
             errors,
         )
     if not record.stack_outputs_registered:
