@@ -628,12 +628,7 @@ class Engine(resource_pb2_grpc.ResourceMonitorServicer):
                 f"{where}: a component built by its provider (a remote component) that the hermetic check "
                 f"does not model, so it cannot see what it holds; {kubeyaml.PREVIEW_ADVICE}"
             )
-        try:
-            args = plain(struct_to_python(goal.props), where)
-        except ProviderRefusal as exc:
-            raise Refused(
-                f"{where}: {exc}; its children cannot be known, so the check cannot judge them"
-            ) from None
+        args = _Args(goal.props, where)
         config = self._kube_config(provider_ref)
         component = _Goal(
             type=goal.type,
@@ -656,13 +651,13 @@ class Engine(resource_pb2_grpc.ResourceMonitorServicer):
         return component_urn, "", python_to_struct(outputs)
 
     def _component_objects(
-        self, type_: str, name: str, args: Mapping[str, Any], config: KubeProviderConfig
+        self, type_: str, name: str, args: _Args, config: KubeProviderConfig
     ) -> list[dict[str, Any]]:
         where = f"{type_} {name}"
         cwd = self.settings.cwd
         crds = self._crds_copy()
         if type_ == "kubernetes:yaml/v2:ConfigFile":
-            text = kubeyaml.read_manifest(str(args.get("file", "")), cwd)
+            text = kubeyaml.read_manifest(str(args.get("file") or ""), cwd)
             return kubeyaml.normalize(
                 kubeyaml.decode(text, str(args.get("file"))), config.namespace, crds, where
             )
@@ -680,7 +675,7 @@ class Engine(resource_pb2_grpc.ResourceMonitorServicer):
     def _chart_objects(
         self,
         name: str,
-        args: Mapping[str, Any],
+        args: _Args,
         config: KubeProviderConfig,
         crds: Mapping[tuple[str, str], str],
     ) -> list[dict[str, Any]]:
@@ -712,12 +707,7 @@ class Engine(resource_pb2_grpc.ResourceMonitorServicer):
         ``pulumi preview`` sees only the Release itself; rendering it is stricter, never looser.
         """
         where = f"helm.v3.Release {goal.name}"
-        try:
-            args = plain(struct_to_python(props), where)
-        except ProviderRefusal as exc:
-            raise Refused(
-                f"{where}: {exc}; the chart cannot be rendered, so the check cannot judge it"
-            ) from None
+        args = _Args(props, where)
         if args.get("postrender"):
             raise Refused(
                 f"{where}: a post-renderer is not run by the hermetic check; {kubeyaml.PREVIEW_ADVICE}"
@@ -778,6 +768,20 @@ class Engine(resource_pb2_grpc.ResourceMonitorServicer):
             raise Refused(
                 f"package {request.name}: parameterised packages are not modelled by the hermetic check"
             )
+
+
+class _Args:
+    """A provider-side component's inputs, read one by one: an unknown value that matters is refused."""
+
+    def __init__(self, props: struct_pb2.Struct, where: str) -> None:
+        self._raw = struct_to_python(props)
+        self._where = where
+
+    def get(self, key: str) -> Any:
+        try:
+            return plain(self._raw.get(key), f"{self._where} input {key}")
+        except ProviderRefusal as exc:
+            raise Refused(f"{exc}; what it holds cannot be known, so the check cannot judge it") from None
 
 
 def _asset_paths(value: Any, where: str) -> list[str]:

@@ -127,11 +127,17 @@ def main(argv: list[str] | None = None) -> int:
         pulumi.log.error(f"{_where(exc, program)}{type(exc).__name__}: {exc}")
         return EXIT_PROGRAM_ERROR
     except BaseException as exc:
-        code = exc.code if isinstance(exc, SystemExit) else None
-        what = f"called sys.exit({code!r})" if isinstance(exc, SystemExit) else f"raised {type(exc).__name__}"
+        # SystemExit, KeyboardInterrupt or any other BaseException: reported, never re-raised, so
+        # that the program's output is not a traceback of this host. The parent decides anyway.
+        if isinstance(exc, SystemExit):
+            what = f"it called sys.exit({exc.code!r})"
+            code = exc.code if isinstance(exc.code, int) else 1
+        else:
+            what = f"it raised {type(exc).__name__}: {exc}"
+            code = EXIT_PROGRAM_ERROR
         with contextlib.suppress(Exception):
-            pulumi.log.error(f"{_where(exc, program)}the program {what} before it completed")
-        raise
+            pulumi.log.error(f"{_where(exc, program)}{what}")
+        return code
     finally:
         loop.close()
         sys.stdout.flush()

@@ -53,6 +53,17 @@ KEPT_ENV_PREFIXES: Final = ("PULUMI_CONFIG",)
 class ProgramFailed(KeyfenceError):
     """The program did not complete a run the engine could vouch for: exit 2."""
 
+    def __init__(self, message: str, *, problems: Sequence[str] = (), output: Sequence[str] = ()) -> None:
+        self.output = list(output)
+        super().__init__(message, problems=problems)
+
+    def render(self) -> str:
+        text = super().render()
+        if not getattr(self, "output", None):
+            return text
+        lines = [f"program output (its last {len(self.output)} lines):", *[f"  | {o}" for o in self.output]]
+        return "\n".join([text, *lines])
+
 
 @dataclass(frozen=True)
 class ProgramRun:
@@ -185,10 +196,7 @@ def run_program(run: ProgramRun) -> Collected:
     problem = _incomplete(engine.record, returncode, timed_out=timed_out, timeout=run.timeout)
     if problem is not None:
         headline, details = problem
-        tail = (
-            [f"program output (last {len(lines)} lines):", *[f"  {line}" for line in lines]] if lines else []
-        )
-        raise ProgramFailed(headline, problems=[*details, *tail])
+        raise ProgramFailed(headline, problems=details, output=lines)
     record = engine.record
     return Collected(record.resources, record.stack_outputs, record.stack_urn, lines)
 
