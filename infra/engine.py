@@ -564,12 +564,13 @@ class Engine(resource_pb2_grpc.ResourceMonitorServicer):
     def _function(self, token: str, args: dict[str, Any]) -> dict[str, Any]:
         if token == "kubernetes:yaml:decode":
             text = plain(args.get("text"), "kubernetes:yaml:decode text")
-            objs = kubeyaml.decode(
-                text if isinstance(text, str) else "", "YAML passed to kubernetes:yaml:decode"
-            )
             namespace = plain(args.get("defaultNamespace"), "defaultNamespace")
-            if isinstance(namespace, str) and namespace:
-                kubeyaml.normalize(objs, namespace, self._crds_copy(), "kubernetes:yaml:decode")
+            objs = kubeyaml.decode_function(
+                text if isinstance(text, str) else "",
+                namespace if isinstance(namespace, str) else "",
+                self._crds_copy(),
+                "YAML passed to kubernetes:yaml:decode",
+            )
             return {"result": objs}
         if token == "kubernetes:helm:template":
             return {"result": self._helm_v3_template(args)}
@@ -612,7 +613,9 @@ class Engine(resource_pb2_grpc.ResourceMonitorServicer):
             hooks=True,
             test_hooks=bool(opts.get("include_test_hook_resources")),
         )
-        return kubeyaml.decode(kubeyaml.render_helm(request, self.settings.cwd), request.what)
+        text = kubeyaml.render_helm(request, self.settings.cwd)
+        namespace = str(opts.get("namespace") or "")
+        return kubeyaml.decode_function(text, namespace, self._crds_copy(), request.what)
 
     # -- provider-side components
 

@@ -58,6 +58,26 @@ def decode(text: str, source: str) -> list[dict[str, Any]]:
     return out
 
 
+def decode_function(
+    text: str, default_namespace: str, crds: Mapping[tuple[str, str], str], source: str
+) -> list[dict[str, Any]]:
+    """What the provider's functions return for YAML (``decodeYaml`` in invoke_decode_yaml.go).
+
+    Documents without a kind or an apiVersion are skipped; with a default namespace, every
+    object not known to be cluster-scoped gets it if it has none.
+    """
+    out = []
+    for obj in decode(text, source):
+        if not obj.get("kind") or not obj.get("apiVersion"):
+            continue
+        metadata = obj.get("metadata")
+        namespaced = is_namespaced(str(obj["apiVersion"]), str(obj["kind"]), crds) is not False
+        if default_namespace and isinstance(metadata, dict) and not metadata.get("namespace") and namespaced:
+            metadata["namespace"] = default_namespace
+        out.append(obj)
+    return out
+
+
 def read_manifest(path: str, cwd: Path) -> str:
     """A manifest file, relative to the program's folder; a URL is not the check's to fetch."""
     if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", path):
