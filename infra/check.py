@@ -9,7 +9,8 @@ violation is traced back to the spec entry it comes from, so reports can point a
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -23,7 +24,7 @@ from .errors import EXIT_OK, EXIT_VIOLATION, KeyfenceError, SpecError
 from .harness import Collected, RegisteredResource
 from .keys import Mode
 from .program import CONFIG_NAMESPACE, SPEC_KEY, ProgramOptions
-from .programrun import DEFAULT_TIMEOUT, ProgramRun, run_program
+from .programrun import DEFAULT_TIMEOUT, ProgramRun, ResourceStream, run_program
 from .spec import FleetSpec, Location, load_spec, locate, parse_yaml
 from .vault import VaultSettings
 
@@ -155,6 +156,7 @@ def collect_program(
     config: Mapping[str, str] | None = None,
     spec: FleetSpec | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    on_resource: Callable[[RegisteredResource], None] | None = None,
 ) -> Collected:
     """Run the program in a child process under the served engine: what ``pulumi preview`` would register.
 
@@ -164,6 +166,7 @@ def collect_program(
     Stack config comes from the project's ``Pulumi.yaml`` and ``Pulumi.<stack>.yaml``, then
     ``config`` (``key`` means ``<project>:key``), as ``pulumi config set`` would give it.
     ``spec`` is accepted for callers that loaded it already; the child loads it itself.
+    ``on_resource`` receives each registration as the engine records it.
     """
     del spec
     if program is None:
@@ -196,7 +199,7 @@ def collect_program(
         options=ProgramOptions(spec_path=child_spec, mode=mode, vault=vault_settings),
         timeout=timeout,
     )
-    return run_program(run)
+    return run_program(run, on_resource)
 
 
 def _program_entry(program: Path) -> Path:
@@ -350,28 +353,40 @@ def run_check(
     user_config = load_policy_config(policy_pack_config) if policy_pack_config is not None else {}
     pack_dir = Path(policy_pack_dir) if policy_pack_dir is not None else default_policy_pack()
     mode: Mode = "offline" if offline else "check"
-    # Loaded once, for the program and the report: the same SpecError the program would raise.
+    # Loaded for the report, and first: an invalid spec is named before any process starts.
     spec = load_spec(spec_file)
-    collected = collect_program(
-        spec_file,
-        mode=mode,
-        stack=stack,
-        project=project,
-        vault_settings=vault_settings,
-        program=program,
-        config=config,
-        spec=spec,
-        timeout=timeout,
-    )
-    analysis = _run_pack(
-        pack_dir,
-        collected.resources,
-        project=project,
-        stack=stack,
-        config=user_config,
-        base_config=dict(OFFLINE_CONFIG) if offline else {},
-        config_source=str(policy_pack_config) if policy_pack_config is not None else "policy pack config",
-    )
+    # As in the engine, each registration is analysed while the program runs; the verdict
+    # still needs the program to complete (collect_program raises otherwise).
+    stream = ResourceStream()
+    with futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="keyfence-program") as pool:
+        running = pool.submit(
+            collect_program,
+            spec_file,
+            mode=mode,
+            stack=stack,
+            project=project,
+            vault_settings=vault_settings,
+            program=program,
+            config=config,
+            timeout=timeout,
+            on_resource=stream.put,
+        )
+        running.add_done_callback(lambda _: stream.close())
+        try:
+            analysis = _run_pack(
+                pack_dir,
+                stream,
+                project=project,
+                stack=stack,
+                config=user_config,
+                base_config=dict(OFFLINE_CONFIG) if offline else {},
+                config_source=str(policy_pack_config)
+                if policy_pack_config is not None
+                else "policy pack config",
+            )
+        finally:
+            # The program's outcome comes first: a run that did not complete has no verdict.
+            collected = running.result()
     return _result(spec_file, stack, offline, spec, collected, analysis)
 
 

@@ -168,8 +168,11 @@ class RunRecord:
 class Engine(resource_pb2_grpc.ResourceMonitorServicer):
     """The resource monitor of one program run (thread-safe: gRPC calls arrive concurrently)."""
 
-    def __init__(self, settings: EngineSettings) -> None:
+    def __init__(
+        self, settings: EngineSettings, on_resource: Callable[[RegisteredResource], None] | None = None
+    ) -> None:
         self.settings = settings
+        self._on_resource = on_resource
         self.record = RunRecord()
         self._lock = threading.RLock()
         self._in_flight = 0
@@ -364,6 +367,8 @@ class Engine(resource_pb2_grpc.ResourceMonitorServicer):
                 )
             self._urns[record.urn] = record
             self.record.resources.append(record)
+            if self._on_resource is not None:
+                self._on_resource(record)  # under the lock: a provider always precedes its users
             self._parents[record.urn] = record.parent
             if transforms:
                 self._transforms[record.urn] = list(transforms)

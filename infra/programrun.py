@@ -18,12 +18,13 @@ import contextlib
 import dataclasses
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
 import threading
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ from pulumi.runtime.proto import engine_pb2_grpc, resource_pb2_grpc
 
 from .engine import Engine, EngineLog, EngineSettings, RunRecord
 from .errors import KeyfenceError
-from .harness import Collected
+from .harness import Collected, RegisteredResource
 from .program import ProgramOptions
 
 DEFAULT_TIMEOUT: Final = 600.0
@@ -137,10 +138,40 @@ def _options_json(options: ProgramOptions) -> str:
     )
 
 
-def run_program(run: ProgramRun) -> Collected:
-    """Run the program to completion under the served engine; raises ProgramFailed otherwise."""
+class ResourceStream:
+    """Registrations as they happen, for a policy pack to analyse while the program still runs.
+
+    The engine analyses each registration as it arrives, too; the verdict still waits for
+    the program to complete (the harness raises otherwise, and the analysis is dropped).
+    """
+
+    _END: Final = object()
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+
+    def put(self, resource: RegisteredResource) -> None:
+        self._queue.put(resource)
+
+    def close(self) -> None:
+        self._queue.put(self._END)
+
+    def __iter__(self) -> Iterator[RegisteredResource]:
+        while (item := self._queue.get()) is not self._END:
+            assert isinstance(item, RegisteredResource)
+            yield item
+
+
+def run_program(
+    run: ProgramRun, on_resource: Callable[[RegisteredResource], None] | None = None
+) -> Collected:
+    """Run the program to completion under the served engine; raises ProgramFailed otherwise.
+
+    ``on_resource`` receives every registration as the engine records it.
+    """
     engine = Engine(
-        EngineSettings(run.project, run.stack, run.organization, dict(run.config), run.pwd.resolve())
+        EngineSettings(run.project, run.stack, run.organization, dict(run.config), run.pwd.resolve()),
+        on_resource,
     )
     executor = futures.ThreadPoolExecutor(max_workers=SERVER_THREADS, thread_name_prefix="keyfence-monitor")
     server = grpc.server(executor, options=GRPC_OPTIONS)
