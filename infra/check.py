@@ -1,9 +1,10 @@
 """``keyfence check`` and ``keyfence plan``: the real program, the real pack, no Pulumi CLI.
 
-The program runs exactly as ``pulumi up`` runs it (``program.run``) but under the SDK's
-mocks and in ``check`` (Vault metadata only) or ``offline`` mode, so no key material is
-ever read. What it registers goes to the policy pack over the analyzer protocol, and each
-violation is traced back to the spec entry it comes from, so reports can point at a line.
+The program runs in its own process as the language host runs it, against the engine this
+process serves (:mod:`infra.programrun`), in ``check`` (Vault metadata only) or ``offline``
+mode, so no key material is ever read. What it registers goes to the policy pack over the
+analyzer protocol, and each violation is traced back to the spec entry it comes from, so
+reports can point at a line.
 """
 
 from __future__ import annotations
