@@ -26,6 +26,7 @@ it registered has been answered and only when the program raised nothing.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -63,6 +64,7 @@ from .kubeprovider import (
     split_type,
     struct_to_python,
 )
+from .langhost import FORWARDED
 
 PROVIDER_PREFIX: Final = "pulumi:providers:"
 UNKNOWN_ID: Final = UNKNOWN
@@ -207,6 +209,12 @@ class Engine(resource_pb2_grpc.ResourceMonitorServicer):
             message = f"{method}: a transform in the program failed: {_rpc_details(exc)}"
             self._refuse(message)
             context.abort(grpc.StatusCode.UNKNOWN, message)
+        except Exception as exc:
+            # Whatever else goes wrong stays on record: a program that catches the error must
+            # not turn a registration the check could not handle into a pass.
+            message = f"{method}: the check could not handle this call: {type(exc).__name__}: {exc}"
+            self._refuse(message)
+            context.abort(grpc.StatusCode.INTERNAL, message)
         finally:
             with self._lock:
                 self._in_flight -= 1
@@ -792,6 +800,19 @@ class _Args:
             raise Refused(f"{exc}; what it holds cannot be known, so the check cannot judge it") from None
 
 
+def _relog(forwarded: str) -> None:
+    """A keyfence log record from the program's process, logged here under its own logger.
+
+    Only ``keyfence.*`` loggers and levels up to WARNING: the program cannot use this to log
+    anything that would change the outcome, only what keyfence itself would have shown.
+    """
+    name, _, rest = forwarded.partition("\t")
+    level, _, message = rest.partition("\t")
+    if not (name == "keyfence" or name.startswith("keyfence.")) or not level.isdigit():
+        return
+    logging.getLogger(name).log(min(int(level), logging.WARNING), "%s", message[:MAX_LINE_CHARS])
+
+
 def _asset_paths(value: Any, where: str) -> list[str]:
     paths = []
     for item in value or []:
@@ -962,6 +983,9 @@ class EngineLog(engine_pb2_grpc.EngineServicer):
         self._root = ""
 
     def Log(self, request: engine_pb2.LogRequest, context: Any) -> empty_pb2.Empty:
+        if request.message.startswith(FORWARDED):
+            _relog(request.message[len(FORWARDED) :])
+            return empty_pb2.Empty()
         line = LogLine(
             _SEVERITIES.get(request.severity, "info"), request.message[:MAX_LINE_CHARS], request.urn
         )

@@ -29,6 +29,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
+KEYFENCE_LOGS: Final = "keyfence"
+FORWARDED: Final = "\x1fkeyfence-log\x1f"
+"""Marks a keyfence log record sent to the engine, for the parent to log it as its own."""
 EXIT_PROGRAM_ERROR: Final = 32
 """What the Python language host exits with after reporting a program's error to the engine."""
 GC_THRESHOLD: Final = 500_000
@@ -63,6 +66,18 @@ def _harness_options(raw: str) -> Any:
     )
 
 
+class _ToEngine(logging.Handler):
+    """keyfence's own log records (Vault notices), handed to ``keyfence check`` to show as it would."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        import pulumi
+
+        try:
+            pulumi.log.debug(f"{FORWARDED}{record.name}\t{record.levelno}\t{record.getMessage()}")
+        except Exception:
+            self.handleError(record)
+
+
 @contextlib.contextmanager
 def _installed(options: Any) -> Iterator[None]:
     if options is None:
@@ -70,6 +85,9 @@ def _installed(options: Any) -> Iterator[None]:
         return
     from .program import harness_options
 
+    logger = logging.getLogger(KEYFENCE_LOGS)
+    logger.addHandler(_ToEngine())
+    logger.propagate = False
     with harness_options(options):
         yield
 
