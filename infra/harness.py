@@ -20,6 +20,7 @@ from typing import Any, Final
 import pulumi
 import pulumi.runtime
 from google.protobuf import empty_pb2, struct_pb2
+from pulumi.output import Unknown
 from pulumi.runtime import config as pulumi_config
 from pulumi.runtime import rpc, settings
 from pulumi.runtime.mocks import MockMonitor, MockResourceArgs, Mocks, MockSettings
@@ -27,6 +28,8 @@ from pulumi.runtime.stack import run_in_stack
 from pulumi.runtime.sync_await import _sync_await
 
 SECRET_PLACEHOLDER = "[secret]"
+UNKNOWN_PLACEHOLDER = "[unknown]"
+"""A value not known during a preview (e.g. a namespace that comes from the deploying kubeconfig)."""
 STACK_TYPE = "pulumi:pulumi:Stack"
 RUN_GC_THRESHOLD: Final = 500_000
 """Allocations between young garbage collections while a program runs (CPython's default is 700)."""
@@ -49,15 +52,17 @@ class RegisteredResource:
     protect: bool = False
 
     def inputs(self) -> dict[str, Any]:
-        """Plain inputs with every secret value replaced by ``"[secret]"``: safe to print."""
+        """Plain inputs, each secret ``"[secret]"`` and each unknown ``"[unknown]"``: safe to print."""
         value = redact_secrets(rpc.deserialize_properties(self.properties, keep_unknowns=True))
         return value if isinstance(value, dict) else {}
 
 
 def redact_secrets(value: Any) -> Any:
-    """Replace every Pulumi-wrapped secret in a deserialised property tree with a placeholder."""
+    """Replace each Pulumi-wrapped secret (and unknown) in a deserialised property tree by a placeholder."""
     if rpc.is_rpc_secret(value):
         return SECRET_PLACEHOLDER
+    if isinstance(value, Unknown):
+        return UNKNOWN_PLACEHOLDER
     if isinstance(value, dict):
         return {k: redact_secrets(v) for k, v in value.items()}
     if isinstance(value, list):
