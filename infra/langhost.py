@@ -73,9 +73,31 @@ class _ToEngine(logging.Handler):
         import pulumi
 
         try:
-            pulumi.log.debug(f"{FORWARDED}{record.name}\t{record.levelno}\t{record.getMessage()}")
+            pulumi.log.info(f"{FORWARDED}{record.name}\t{record.levelno}\t{record.getMessage()}")
         except Exception:
             self.handleError(record)
+
+
+class _EngineWithoutDebug:
+    """The engine stub, less the SDK's debug records.
+
+    The SDK sends several debug lines per resource, each a round trip; the engine shows them
+    only with ``-v`` and keyfence never reads them, so they stay in this process.
+    """
+
+    def __init__(self, stub: Any) -> None:
+        self._stub = stub
+
+    def Log(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        from google.protobuf import empty_pb2
+        from pulumi.runtime.proto import engine_pb2
+
+        if request.severity == engine_pb2.DEBUG:
+            return empty_pb2.Empty()
+        return self._stub.Log(request, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stub, name)
 
 
 @contextlib.contextmanager
@@ -123,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
             root_directory=args.pwd,
         )
     )
+    from pulumi.runtime import settings
+
+    settings.SETTINGS.engine = _EngineWithoutDebug(settings.SETTINGS.engine)
     program = Path(args.program)
     sys.argv = [args.program]
     os.chdir(args.pwd)
