@@ -807,10 +807,17 @@ def _relog(forwarded: str) -> None:
     anything that would change the outcome, only what keyfence itself would have shown.
     """
     name, _, rest = forwarded.partition("\t")
-    level, _, message = rest.partition("\t")
+    level, _, encoded = rest.partition("\t")
     if not (name == "keyfence" or name.startswith("keyfence.")) or not level.isdigit():
         return
-    logging.getLogger(name).log(min(int(level), logging.WARNING), "%s", message[:MAX_LINE_CHARS])
+    try:
+        fields = json.loads(encoded)
+        msg, args = str(fields["msg"]), tuple(fields["args"])
+        msg % args  # a record that would not format is logged as plain text
+    except (ValueError, TypeError, KeyError):
+        msg, args = "%s", (encoded[:MAX_LINE_CHARS],)
+    # The record keeps its format arguments, as it had them in the program's process.
+    logging.getLogger(name).log(min(int(level), logging.WARNING), msg, *args)
 
 
 def _asset_paths(value: Any, where: str) -> list[str]:

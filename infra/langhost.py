@@ -72,8 +72,13 @@ class _ToEngine(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         import pulumi
 
+        args = record.args if isinstance(record.args, tuple) else ()
+        if isinstance(record.msg, str) and all(isinstance(a, (str, int, float)) for a in args):
+            fields = {"msg": record.msg, "args": list(args)}
+        else:
+            fields = {"msg": "%s", "args": [record.getMessage()]}
         try:
-            pulumi.log.info(f"{FORWARDED}{record.name}\t{record.levelno}\t{record.getMessage()}")
+            pulumi.log.info(f"{FORWARDED}{record.name}\t{record.levelno}\t{json.dumps(fields)}")
         except Exception:
             self.handleError(record)
 
