@@ -165,7 +165,7 @@ def collect(
     for key, value in (config or {}).items():
         pulumi.runtime.set_config(key, value)
     try:
-        with _batched_gc():
+        with batched_gc():
             _sync_await(run_in_stack(program))  # type: ignore[arg-type]
     finally:
         for key in config or {}:
@@ -174,7 +174,7 @@ def collect(
 
 
 @contextmanager
-def _batched_gc() -> Iterator[None]:
+def batched_gc() -> Iterator[None]:
     """Collect the run's cyclic garbage in a few large batches instead of thousands of small ones.
 
     The SDK keeps every pending Output and task alive and makes reference cycles per

@@ -35,7 +35,7 @@ from pulumi.runtime.proto import engine_pb2_grpc, resource_pb2_grpc
 
 from .engine import Engine, EngineLog, EngineSettings, RunRecord
 from .errors import KeyfenceError
-from .harness import Collected, RegisteredResource
+from .harness import Collected, RegisteredResource, batched_gc
 from .program import ProgramOptions
 
 DEFAULT_TIMEOUT: Final = 600.0
@@ -195,30 +195,8 @@ def run_program(
         str(run.program),
     ]
     try:
-        try:
-            process = subprocess.Popen(
-                args,
-                cwd=run.pwd,
-                env=_environment(run),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise ProgramFailed(f"the program could not be started with {sys.executable}: {exc}") from None
-        drains = [_Tail(process.stdout, "stdout", output), _Tail(process.stderr, "stderr", output)]  # type: ignore[arg-type]
-        _send_options(process, run.options)
-        timed_out = False
-        try:
-            returncode = process.wait(timeout=run.timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            _kill_group(process)
-            returncode = process.wait()
-        _kill_group(process)  # anything the program left running in its session
-        for drain in drains:
-            drain.join()
+        with batched_gc():
+            returncode, timed_out = _run_child(args, run, output)
     finally:
         server.stop(grace=None)
         executor.shutdown(wait=False)
@@ -230,6 +208,36 @@ def run_program(
         raise ProgramFailed(headline, problems=details, output=lines)
     record = engine.record
     return Collected(record.resources, record.stack_outputs, record.stack_urn, lines)
+
+
+def _run_child(args: list[str], run: ProgramRun, output: deque[str]) -> tuple[int, bool]:
+    """Start the program, wait for it (at most ``run.timeout``), and stop all it left behind."""
+    try:
+        process = subprocess.Popen(
+            args,
+            cwd=run.pwd,
+            env=_environment(run),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise ProgramFailed(f"the program could not be started with {sys.executable}: {exc}") from None
+    assert process.stdout is not None and process.stderr is not None
+    drains = [_Tail(process.stdout, "stdout", output), _Tail(process.stderr, "stderr", output)]
+    _send_options(process, run.options)
+    timed_out = False
+    try:
+        returncode = process.wait(timeout=run.timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        _kill_group(process)
+        returncode = process.wait()
+    _kill_group(process)  # anything the program left running in its session
+    for drain in drains:
+        drain.join()
+    return returncode, timed_out
 
 
 def _send_options(process: subprocess.Popen[bytes], options: ProgramOptions | None) -> None:
