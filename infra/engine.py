@@ -526,7 +526,9 @@ class Engine(resource_pb2_grpc.ResourceMonitorServicer):
     ) -> empty_pb2.Empty:
         with self._call("RegisterResourceOutputs", context):
             if request.urn and request.urn == self.record.stack_urn:
-                outputs = rpc.deserialize_properties(request.outputs, keep_unknowns=True)
+                # Plain values, secrets still wrapped; a resource exported as an output stays a
+                # reference (reviving it would need the SDK's event loop, and nothing reads it).
+                outputs = struct_to_python(request.outputs)
                 with self._lock:
                     self.record.stack_outputs = dict(outputs) if isinstance(outputs, dict) else {}
                     self.record.stack_outputs_registered = True
