@@ -313,7 +313,7 @@ class Demo:
 
     def step_check(self) -> str:
         self.screen.say(
-            "The Pulumi program under mocks plus the CrossGuard policy pack, as a pull request runs them."
+            "The Pulumi program in its own process and the CrossGuard policy pack, as a PR runs them."
         )
         run = self.keyfence("check", "--spec", self.check_spec_arg)
         self.expect(run, EXIT_OK, "PASSED", *(f"subaccount {s.name}" for s in self.check_fleet.subaccounts))

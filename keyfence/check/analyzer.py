@@ -380,22 +380,27 @@ class PolicyPackSession:
             if not (hasattr(exc, "code") and exc.code() == grpc.StatusCode.UNIMPLEMENTED):
                 raise self._rpc_failure("ConfigureStack", exc) from None
 
-    def analyze(self, resources: Sequence[RegisteredResource], pack_name: str) -> list[Violation]:
+    def analyze(self, resources: Iterable[RegisteredResource], pack_name: str) -> list[Violation]:
         """Analyze each resource's inputs, then the whole stack; diagnostics from both, in order.
 
         Up to ``ANALYZE_WINDOW`` Analyze calls are in flight at once, as the engine also sends
         them concurrently: the pack works on one while the next crosses the wire, instead of
         each side waiting for the other. Answers are still read, and reported, in stack order.
+        ``resources`` may be a stream that yields registrations while the program still runs,
+        as the engine analyses them; the stack is analysed once the stream ends.
         """
+        seen = list(resources)
         return [
-            *self.analyze_resources(resources, pack_name),
-            *self.analyze_stack(resources, pack_name),
+            *self.analyze_resources(seen, pack_name),
+            *self.analyze_stack(seen, pack_name),
         ]
 
-    def analyze_resources(self, resources: Sequence[RegisteredResource], pack_name: str) -> list[Violation]:
+    def analyze_resources(self, resources: Iterable[RegisteredResource], pack_name: str) -> list[Violation]:
         """One Analyze call per resource: the CLI makes them whether or not the pack has resource policies."""
         violations: list[Violation] = []
         in_flight: deque[tuple[RegisteredResource, Any]] = deque()
+        seen: list[RegisteredResource] = []
+        by_urn: dict[str, RegisteredResource] = {}
 
         def settle_oldest() -> None:
             resource, call = in_flight.popleft()
@@ -404,11 +409,14 @@ class PolicyPackSession:
             violations.extend(self._violations(response.diagnostics, pack_name, default_urn=resource.urn))
 
         for resource in resources:
+            seen.append(resource)
+            by_urn[resource.urn] = resource
             request = analyzer_pb2.AnalyzeRequest(
                 type=resource.type,
                 urn=resource.urn,
                 name=resource.name,
                 options=_options(resource),
+                provider=_provider(resource, by_urn),
             )
             request.properties.CopyFrom(resource.properties)
             with self._call(f"Analyze({resource.urn})"):
@@ -421,6 +429,7 @@ class PolicyPackSession:
 
     def analyze_stack(self, resources: Sequence[RegisteredResource], pack_name: str) -> list[Violation]:
         """One AnalyzeStack call with every resource."""
+        by_urn = {resource.urn: resource for resource in resources}
         stack_request = analyzer_pb2.AnalyzeStackRequest()
         for resource in resources:
             item = stack_request.resources.add(
@@ -430,6 +439,7 @@ class PolicyPackSession:
                 parent=resource.parent,
                 dependencies=list(resource.dependencies),
                 options=_options(resource),
+                provider=_provider(resource, by_urn),
             )
             item.properties.CopyFrom(resource.properties)
             for key, urns in resource.property_dependencies.items():
@@ -475,11 +485,25 @@ def _kind(policy: analyzer_pb2.PolicyInfo) -> Literal["resource", "stack", "unsp
 
 
 def _options(resource: RegisteredResource) -> analyzer_pb2.AnalyzerResourceOptions:
-    # The CLI always sends custom timeouts (zero when unset) and the parent URN.
+    # The CLI always sends custom timeouts (zero when unset) and the parent URN. Aliases are
+    # the old URNs matched in the stack's state: none in a preview of a new stack.
     return analyzer_pb2.AnalyzerResourceOptions(
         parent=resource.parent,
+        protect=resource.protect,
         customTimeouts=analyzer_pb2.AnalyzerResourceOptions.CustomTimeouts(),
     )
+
+
+def _provider(
+    resource: RegisteredResource, by_urn: Mapping[str, RegisteredResource]
+) -> analyzer_pb2.AnalyzerProviderResource | None:
+    """The resource's provider as the engine describes it to a pack (step_generator.go)."""
+    provider = by_urn.get(resource.provider.rsplit("::", 1)[0]) if resource.provider else None
+    if provider is None:
+        return None
+    out = analyzer_pb2.AnalyzerProviderResource(type=provider.type, urn=provider.urn, name=provider.name)
+    out.properties.CopyFrom(provider.properties)
+    return out
 
 
 # --------------------------------------------------------------------------- one-call entry point
@@ -487,7 +511,7 @@ def _options(resource: RegisteredResource) -> analyzer_pb2.AnalyzerResourceOptio
 
 def run_policy_pack(
     pack_dir: str | Path,
-    resources: Sequence[RegisteredResource],
+    resources: Iterable[RegisteredResource],
     *,
     project: str,
     stack: str,
@@ -514,7 +538,7 @@ def run_policy_pack(
 
 def analyze_in(
     session: PolicyPackSession,
-    resources: Sequence[RegisteredResource],
+    resources: Iterable[RegisteredResource],
     *,
     config: ConfigLayer | None = None,
     base_config: ConfigLayer | None = None,

@@ -20,6 +20,7 @@ from typing import Any, Final
 import pulumi
 import pulumi.runtime
 from google.protobuf import empty_pb2, struct_pb2
+from pulumi.output import Unknown
 from pulumi.runtime import config as pulumi_config
 from pulumi.runtime import rpc, settings
 from pulumi.runtime.mocks import MockMonitor, MockResourceArgs, Mocks, MockSettings
@@ -29,6 +30,8 @@ from pulumi.runtime.sync_await import _sync_await
 from .callsite import CallSite, call_site
 
 SECRET_PLACEHOLDER = "[secret]"
+UNKNOWN_PLACEHOLDER = "[unknown]"
+"""A value not known during a preview (e.g. a namespace that comes from the deploying kubeconfig)."""
 STACK_TYPE = "pulumi:pulumi:Stack"
 RUN_GC_THRESHOLD: Final = 500_000
 """Allocations between young garbage collections while a program runs (CPython's default is 700)."""
@@ -48,17 +51,22 @@ class RegisteredResource:
     property_dependencies: dict[str, tuple[str, ...]] = field(default_factory=dict)
     site: CallSite | None = None
     """Where the program's code declared it, as the SDK reported it."""
+    provider: str = ""
+    """The provider reference ``<urn>::<id>`` of a custom resource (empty under the SDK's mocks)."""
+    protect: bool = False
 
     def inputs(self) -> dict[str, Any]:
-        """Plain inputs with every secret value replaced by ``"[secret]"``: safe to print."""
+        """Plain inputs, each secret ``"[secret]"`` and each unknown ``"[unknown]"``: safe to print."""
         value = redact_secrets(rpc.deserialize_properties(self.properties, keep_unknowns=True))
         return value if isinstance(value, dict) else {}
 
 
 def redact_secrets(value: Any) -> Any:
-    """Replace every Pulumi-wrapped secret in a deserialised property tree with a placeholder."""
+    """Replace each Pulumi-wrapped secret (and unknown) in a deserialised property tree by a placeholder."""
     if rpc.is_rpc_secret(value):
         return SECRET_PLACEHOLDER
+    if isinstance(value, Unknown):
+        return UNKNOWN_PLACEHOLDER
     if isinstance(value, dict):
         return {k: redact_secrets(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -74,6 +82,8 @@ class Collected:
     stack_outputs: dict[str, Any]
     """Stack outputs as deserialised (secrets still wrapped)."""
     stack_urn: str = ""
+    output: list[str] = field(default_factory=list)
+    """What the program itself printed (last lines), when it ran in a child process."""
 
 
 class _EchoMocks(Mocks):
@@ -160,7 +170,7 @@ def collect(
     for key, value in (config or {}).items():
         pulumi.runtime.set_config(key, value)
     try:
-        with _batched_gc():
+        with batched_gc():
             _sync_await(run_in_stack(program))  # type: ignore[arg-type]
     finally:
         for key in config or {}:
@@ -169,7 +179,7 @@ def collect(
 
 
 @contextmanager
-def _batched_gc() -> Iterator[None]:
+def batched_gc() -> Iterator[None]:
     """Collect the run's cyclic garbage in a few large batches instead of thousands of small ones.
 
     The SDK keeps every pending Output and task alive and makes reference cycles per

@@ -1,34 +1,34 @@
 """``keyfence check`` and ``keyfence plan``: the real program, the real pack, no Pulumi CLI.
 
-The program runs exactly as ``pulumi up`` runs it (``program.run``) but under the SDK's
-mocks and in ``check`` (Vault metadata only) or ``offline`` mode, so no key material is
-ever read. What it registers goes to the policy pack over the analyzer protocol, and each
-violation is traced back to the spec entry it comes from, so reports can point at a line.
+The program runs in its own process as the language host runs it, against the engine this
+process serves (:mod:`infra.programrun`), in ``check`` (Vault metadata only) or ``offline``
+mode, so no key material is ever read. What it registers goes to the policy pack over the
+analyzer protocol, and each violation is traced back to the spec entry it comes from, so
+reports can point at a line.
 """
 
 from __future__ import annotations
 
-import contextlib
-import runpy
-import sys
-from collections.abc import Mapping
+import json
+from collections.abc import Callable, Mapping
+from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-import pulumi
 import yaml
 from keyfence_policies import labels as L
 from keyfence_policies.pack import POLICY_NAMES
 
 from ..errors import EXIT_OK, EXIT_VIOLATION, KeyfenceError, SpecError
-from ..keys import FactSink, KeyFacts, Mode, offline_facts
-from ..program import CONFIG_NAMESPACE, SPEC_KEY, ProgramOptions, harness_options, run
+from ..keys import KeyFacts, Mode, offline_facts, resolve_keys, vault_facts
+from ..program import CONFIG_NAMESPACE, SPEC_KEY, ProgramOptions
 from ..spec import FleetSpec, Location, load_spec, locate, parse_yaml
 from ..vault import VaultSettings
 from .analyzer import PolicyPackSession, analyze_in
-from .harness import Collected, RegisteredResource, collect
+from .harness import Collected, RegisteredResource
 from .packconfig import ConfigEntry, ConfigLayer, load_policy_config
+from .programrun import DEFAULT_TIMEOUT, ProgramRun, run_program
 from .verdict import Analysis, Level, PolicyMeta, Violation
 
 DEFAULT_STACK: Final = "dev"
@@ -66,6 +66,21 @@ def default_policy_pack() -> Path:
         raise KeyfenceError(
             f"no policy pack folder beside the installed rules ({folder}): pass --policy-pack "
             "with the path of keyfence's policies/ folder (it holds PulumiPolicy.yaml)"
+        )
+    return folder
+
+
+def default_program() -> Path:
+    """keyfence's own Pulumi program folder (``infra/``, as ``Pulumi.yaml`` names it) beside the package.
+
+    Raises ``KeyfenceError`` when keyfence was installed without its project folder: the
+    check then needs ``--program DIR``.
+    """
+    folder = Path(__file__).resolve().parents[2] / "infra"
+    if not (folder / "__main__.py").is_file():
+        raise KeyfenceError(
+            f"no keyfence program folder at {folder}: pass --program with the folder of the Pulumi "
+            "program to check (the one Pulumi.yaml names in 'main')"
         )
     return folder
 
@@ -197,38 +212,54 @@ def collect_program(
     config: Mapping[str, str] | None = None,
     spec: FleetSpec | None = None,
     organization: str = DEFAULT_ORGANIZATION,
-    facts: FactSink | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    on_resource: Callable[[RegisteredResource], None] | None = None,
 ) -> Collected:
-    """Run the program under the harness: what ``pulumi preview`` would register.
+    """Run the program in a child process under the served engine: what ``pulumi preview`` would register.
 
     ``program`` is a Pulumi program (a ``__main__.py`` folder or a file) that calls
     ``keyfence.program.run_from_config()`` and may declare more resources beside the fleet;
-    by default keyfence's own program runs. ``config`` is stack config (``key`` means
-    ``<project>:key``), as ``pulumi config set`` would give it. ``spec``, if given, is the
-    spec at ``spec_path`` already loaded; ``facts`` receives what the program learnt about keys.
+    by default keyfence's own program (``infra/``, as ``Pulumi.yaml`` names it) runs.
+    Stack config comes from the project's ``Pulumi.yaml`` and ``Pulumi.<stack>.yaml``, then
+    ``config`` (``key`` means ``<project>:key``), as ``pulumi config set`` would give it.
+    ``spec`` is accepted for callers that loaded it already; the child loads it itself.
+    ``on_resource`` receives each registration as the engine records it.
     """
-    options = ProgramOptions(
-        spec_path=spec_path,
-        mode=mode,
-        vault=vault_settings,
-        loaded=spec,
-        stack=f"{organization}/{project}/{stack}",
-        facts=facts,
-    )
-    stack_config = {(k if ":" in k else f"{project}:{k}"): v for k, v in (config or {}).items()}
-    stack_config.setdefault(f"{CONFIG_NAMESPACE}:{SPEC_KEY}", spec_path)
+    del spec
     if program is None:
-        return collect(lambda: run(options), project=project, stack=stack, config=stack_config)
-    entry = _program_entry(Path(program))
-    with harness_options(options):
-        try:
-            return collect(lambda: _run_path(entry), project=project, stack=stack, config=stack_config)
-        except (KeyfenceError, KeyboardInterrupt):
-            raise
-        except pulumi.RunError as exc:
-            raise KeyfenceError(str(exc)) from None
-        except Exception as exc:
-            raise KeyfenceError(f"{entry}: the program failed: {type(exc).__name__}: {exc}") from None
+        entry, pwd = default_program(), Path.cwd()
+    else:
+        given = Path(program).resolve()
+        file = _program_entry(given)
+        entry = given if given.is_dir() else file
+        pwd = file.parent
+    project_dir = _find_project_file(pwd)
+    file_config, secure = stack_config(project_dir, stack) if project_dir is not None else ({}, [])
+    given_config = {(k if ":" in k else f"{project}:{k}"): v for k, v in (config or {}).items()}
+    stack_values = {**file_config, **given_config, f"{CONFIG_NAMESPACE}:{SPEC_KEY}": spec_path}
+    unreadable = [
+        k for k in secure if k not in given_config and (program is not None or k.startswith("kubernetes:"))
+    ]
+    if unreadable:
+        raise KeyfenceError(
+            f"{project_dir}: stack {stack} has encrypted config the hermetic check cannot decrypt: "
+            f"{', '.join(unreadable)}; give each a stand-in value with --config KEY=VALUE"
+        )
+    child_spec = spec_path if pwd.resolve() == Path.cwd().resolve() else str(Path(spec_path).resolve())
+    run = ProgramRun(
+        program=entry,
+        pwd=pwd,
+        project=project,
+        stack=stack,
+        config=stack_values,
+        secret_keys=[k for k in secure if k in given_config],
+        options=ProgramOptions(
+            spec_path=child_spec, mode=mode, vault=vault_settings, stack=f"{organization}/{project}/{stack}"
+        ),
+        organization=organization,
+        timeout=timeout,
+    )
+    return run_program(run, on_resource)
 
 
 def _program_entry(program: Path) -> Path:
@@ -242,15 +273,38 @@ def _program_entry(program: Path) -> Path:
     return entry.resolve()
 
 
-def _run_path(entry: Path) -> None:
-    """Run a program file as the Pulumi language host does, with its folder importable."""
-    folder = str(entry.parent)
-    sys.path.insert(0, folder)
-    try:
-        runpy.run_path(str(entry), run_name="__main__")
-    finally:
-        with contextlib.suppress(ValueError):
-            sys.path.remove(folder)
+def stack_config(project_file: Path, stack: str) -> tuple[dict[str, str], list[str]]:
+    """Plain config of the project and stack files, and the keys whose values are encrypted.
+
+    As the Pulumi CLI reads them: project-level ``config`` values and defaults first, the
+    stack file's ``config`` over them; keys without a namespace belong to the project;
+    structured values are passed as JSON.
+    """
+    data = _read_yaml(project_file)
+    project = data.get("name") if isinstance(data.get("name"), str) else DEFAULT_PROJECT
+    values: dict[str, str] = {}
+    secure: list[str] = []
+
+    def take(entries: Any, *, project_level: bool) -> None:
+        for key, value in (entries or {}).items() if isinstance(entries, dict) else ():
+            full = key if ":" in str(key) else f"{project}:{key}"
+            if isinstance(value, dict) and "secure" in value:
+                secure.append(full)
+                continue
+            if project_level and isinstance(value, dict) and ({"value", "default"} & value.keys()):
+                value = value.get("value", value.get("default"))
+            if value is not None:
+                values[full] = value if isinstance(value, str) else json.dumps(value)
+
+    take(data.get("config"), project_level=True)
+    config_dir = project_file.parent
+    stack_config_dir = data.get("stackConfigDir")
+    if isinstance(stack_config_dir, str) and stack_config_dir:
+        config_dir = config_dir / stack_config_dir
+    stack_file = config_dir / f"Pulumi.{stack}.yaml"
+    if stack_file.is_file():
+        take(_read_yaml(stack_file).get("config"), project_level=False)
+    return values, secure
 
 
 # --------------------------------------------------------------------------- results
@@ -297,6 +351,8 @@ class CheckResult:
     findings: list[Finding]
     notes: list[str] = field(default_factory=list)
     pack_logs: list[str] = field(default_factory=list)
+    program_output: list[str] = field(default_factory=list)
+    """What the program printed (never part of a report)."""
 
     @property
     def mandatory(self) -> list[Finding]:
@@ -349,6 +405,7 @@ class PlanResult:
     stack: str
     offline: bool
     resources: list[PlannedResource]
+    program_output: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- check and plan
@@ -366,6 +423,7 @@ def run_check(
     program: str | Path | None = None,
     config: Mapping[str, str] | None = None,
     organization: str = DEFAULT_ORGANIZATION,
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> CheckResult:
     """Declare the fleet, run the policy pack on it and map each violation to its spec entry.
 
@@ -375,30 +433,33 @@ def run_check(
     user_config = load_policy_config(policy_pack_config) if policy_pack_config is not None else {}
     pack_dir = Path(policy_pack_dir) if policy_pack_dir is not None else default_policy_pack()
     mode: Mode = "offline" if offline else "check"
-    # Loaded once, for the program and the report: the same SpecError the program would raise.
+    # Loaded for the report, and first: an invalid spec is named before any process starts.
     spec = load_spec(spec_file)
-    # The pack's interpreter boots (most of a second) while the program runs here.
+    # The pack's interpreter boots (most of a second) while the program runs in its own process,
+    # and the key facts the pack is told are read here, beside it: never taken from the program,
+    # which must not be able to change the verdict.
     session = PolicyPackSession(pack_dir, project=project, stack=stack)
     session.spawn_and_close_on_error()
-    sink = FactSink()
-    try:
-        collected = collect_program(
-            spec_file,
-            mode=mode,
-            stack=stack,
-            project=project,
-            vault_settings=vault_settings,
-            program=program,
-            config=config,
-            spec=spec,
-            organization=organization,
-            facts=sink,
-        )
-    except BaseException:
-        session.close()
-        raise
-    # A wrapping program that never declares the fleet still gets the spec's word on its keys.
-    facts = sink.facts if sink.facts is not None else offline_facts(spec)
+    holder = f"{organization}/{project}/{stack}"
+    with futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="keyfence-facts") as pool:
+        learning = pool.submit(key_facts, spec, mode, vault_settings, holder)
+        try:
+            collected = collect_program(
+                spec_file,
+                mode=mode,
+                stack=stack,
+                project=project,
+                vault_settings=vault_settings,
+                program=program,
+                config=config,
+                spec=spec,
+                organization=organization,
+                timeout=timeout,
+            )
+            facts = learning.result()
+        except BaseException:
+            session.close()
+            raise
     analysis = analyze_in(
         session,
         collected.resources,
@@ -409,6 +470,16 @@ def run_check(
     result = _result(spec_file, stack, offline, spec, collected, analysis)
     result.notes.extend(facts.notes)
     return result
+
+
+def key_facts(spec: FleetSpec, mode: Mode, settings: VaultSettings | None, stack: str) -> KeyFacts:
+    """What the pack is told about keys: the spec's word offline, Vault metadata in check mode."""
+    if mode == "offline":
+        return offline_facts(spec)
+    from ..vault import connect  # hvac is loaded only when Vault is read
+
+    with connect(settings or VaultSettings.from_env()) as client:
+        return vault_facts(client, spec, resolve_keys(spec, client, mode, stack))
 
 
 def pack_base_config(facts: KeyFacts, *, offline: bool) -> ConfigLayer:
@@ -453,6 +524,7 @@ def _result(
         findings=findings,
         notes=[OFFLINE_NOTE] if offline else [],
         pack_logs=[f"{line.severity}: {line.message}" for line in analysis.logs],
+        program_output=collected.output,
     )
 
 
@@ -465,9 +537,12 @@ def run_plan(
     project: str = DEFAULT_PROJECT,
     program: str | Path | None = None,
     config: Mapping[str, str] | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> PlanResult:
     """What the program would declare, secrets redacted; never reads key material."""
     spec_file = str(spec_path)
+    # An invalid spec fails here, naming it, before a program process is started for nothing.
+    load_spec(spec_file)
     collected = collect_program(
         spec_file,
         mode="offline" if offline else "check",
@@ -476,6 +551,7 @@ def run_plan(
         vault_settings=vault_settings,
         program=program,
         config=config,
+        timeout=timeout,
     )
     # By URN: registrations arrive in whatever order the SDK's tasks finish, and two runs of
     # the same spec must diff clean.
@@ -483,7 +559,7 @@ def run_plan(
         PlannedResource(r.type, r.name, r.urn, r.parent, whole_numbers(r.inputs()))
         for r in sorted(collected.resources, key=lambda r: r.urn)
     ]
-    return PlanResult(spec_file, stack, offline, resources)
+    return PlanResult(spec_file, stack, offline, resources, collected.output)
 
 
 def whole_numbers(value: Any) -> Any:

@@ -25,6 +25,9 @@ from .keys import app as keys_app
 
 DEBUG_ENV: Final = "KEYFENCE_DEBUG"
 SPEC_CONFIG_KEY: Final = "keyfence:spec"
+DEFAULT_PROGRAM_TIMEOUT: Final = 600.0
+"""Seconds (``--timeout``); the same default as ``keyfence.check.programrun.DEFAULT_TIMEOUT``, kept here so
+that ``--help`` does not import Pulumi."""
 _DEBUG_KEY: Final = "keyfence.debug"
 _VAULT_LOGGER: Final = "keyfence.vault"
 _RETRY_LOGGER: Final = "keyfence.vault.retry"
@@ -222,6 +225,22 @@ def _parse_config(pairs: list[str] | None) -> dict[str, str]:
     return config
 
 
+TimeoutOption = Annotated[
+    float,
+    typer.Option(
+        "--timeout",
+        help="Seconds the program may run before it is stopped and the check fails (exit 2).",
+        min=1.0,
+    ),
+]
+
+
+def _show_program_output(lines: list[str]) -> None:
+    """The program's own output, on stderr and marked as such: never part of a report."""
+    for line in lines:
+        typer.echo(f"program | {line}", err=True)
+
+
 OfflineOption = Annotated[
     bool,
     typer.Option(
@@ -293,6 +312,7 @@ def check(
     ] = None,
     program: ProgramOption = None,
     config: ConfigOption = None,
+    timeout: TimeoutOption = DEFAULT_PROGRAM_TIMEOUT,
     debug: DebugOption = False,
 ) -> None:
     """Run the policy pack on what the program would declare; exit 1 on a mandatory violation.
@@ -325,6 +345,7 @@ def check(
             program=program,
             config=stack_config,
             organization=target.organization,
+            timeout=timeout,
         )
     except KeyfenceError as exc:
         if wants_report:
@@ -336,6 +357,7 @@ def check(
             else:
                 _write(output, render_failure(failure, fmt.value))
         raise
+    _show_program_output(result.program_output)
     if _debug_requested(ctx):
         for line in result.pack_logs:
             typer.echo(f"policy pack: {line}", err=True)
@@ -374,6 +396,7 @@ def plan(
     ] = None,
     program: ProgramOption = None,
     config: ConfigOption = None,
+    timeout: TimeoutOption = DEFAULT_PROGRAM_TIMEOUT,
     debug: DebugOption = False,
 ) -> None:
     """Show what the program would declare, with every secret value redacted."""
@@ -389,7 +412,9 @@ def plan(
         project=target.project,
         program=program,
         config=stack_config,
+        timeout=timeout,
     )
+    _show_program_output(result.program_output)
     if fmt is PlanFormatOption.text and output is None and _stdout_is_terminal():
         Console().print(plan_rich(result))
     else:

@@ -113,10 +113,27 @@ def test_real_server_stopped_mid_run(
     fleet.register(root_client(dedicated))
     point_at(fault_env, dedicated.addr, dedicated.root_token)
     fault_env.setenv("KEYFENCE_VAULT_CONCURRENCY", "1")
-    # Check mode reads metadata only: stop after the first; deploy mode: before the first material read.
-    name = "read_metadata" if surface.mode == "check" else "read_version"
-    stop_after_first_call(fault_env, name, dedicated.stop, before=surface.mode == "deploy")
-    surface.fails(fleet.spec, f"cannot reach Vault at {dedicated.addr}", RUNNING)
+    if surface.mode == "check":
+        # keyfence check reads Vault from the program's own process, out of reach of a patch
+        # here: the server is stopped by the proxy the reads go through, once the first
+        # metadata read has been answered, and the next one finds it gone.
+        metadata_reads = 0
+
+        def stop_on_second_read(method: str, path: str, n: int) -> Fault | None:
+            nonlocal metadata_reads
+            if "/metadata/" in path:
+                metadata_reads += 1
+                if metadata_reads == 2:
+                    dedicated.stop()
+            return None
+
+        with FaultProxy(dedicated.addr, stop_on_second_read) as proxy:
+            fault_env.setenv("VAULT_ADDR", proxy.addr)
+            surface.fails(fleet.spec, f"cannot reach Vault at {proxy.addr}", RUNNING)
+    else:
+        # Deploy mode: stop the server just before the first material read.
+        stop_after_first_call(fault_env, "read_version", dedicated.stop, before=True)
+        surface.fails(fleet.spec, f"cannot reach Vault at {dedicated.addr}", RUNNING)
     assert not dedicated.running
 
 

@@ -122,8 +122,10 @@ def test_json_report_has_exactly_the_documented_keys(json_report: dict[str, Any]
     assert json_report["policies"] == TESTPACK_POLICIES
     spec = example_spec()
     # Per subaccount a component, Namespace and NetworkPolicy; per process a component,
-    # ServiceAccount, Secret and Deployment.
-    assert json_report["resources"] == 3 * len(spec.subaccounts) + 6 * len(spec.entries())
+    # ServiceAccount, Secret, Deployment and the key's ledger claim (a component and its record);
+    # and, as the engine sends them to a pack, the root stack and the default providers
+    # (Kubernetes, and the dynamic provider of the claims).
+    assert json_report["resources"] == 3 * len(spec.subaccounts) + 6 * len(spec.entries()) + 3
     for violation in json_report["violations"]:
         assert set(violation) == {"policy", "level", "urn", "message", "file", "line"}
         assert violation["level"] in ("advisory", "mandatory")
@@ -417,7 +419,10 @@ def test_plan_json_lists_every_resource_with_secrets_redacted() -> None:
     plan = json.loads(result.stdout)
     assert set(plan) == {"resources"}
     spec = example_spec()
-    assert len(plan["resources"]) == 3 * len(spec.subaccounts) + 6 * len(spec.entries())
+    # What the program registers, plus the root stack and the default providers the engine adds.
+    assert len(plan["resources"]) == 3 * len(spec.subaccounts) + 6 * len(spec.entries()) + 3
+    types = [r["type"] for r in plan["resources"]]
+    assert types.count("pulumi:pulumi:Stack") == 1 and types.count("pulumi:providers:kubernetes") == 1
     for resource in plan["resources"]:
         assert set(resource) == {"type", "name", "urn", "inputs"}
     secrets = [r for r in plan["resources"] if r["type"] == "kubernetes:core/v1:Secret"]
@@ -430,7 +435,7 @@ def test_plan_text_is_a_compact_table() -> None:
     result = invoke("plan", "--offline", "--spec", EXAMPLE_SPEC)
     assert result.exit_code == EXIT_OK
     assert "kubernetes:apps/v1:Deployment" in result.stdout and "momentum/risk/key" in result.stdout
-    assert result.stdout.rstrip().endswith("51 resources")
+    assert result.stdout.rstrip().endswith("54 resources")
 
 
 # --------------------------------------------------------------------------- key material never printed
