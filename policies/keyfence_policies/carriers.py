@@ -108,7 +108,9 @@ def _digest_material(secret: SecretInfo, props: Node, book: KeyBook) -> None:
     """Hash what a fleet key Secret holds: the api key and secret files (or every field, lacking both)."""
     values: list[str] = []
     for field_name in MATERIAL_FIELDS:
-        found = props.get(field_name).string_map()
+        # Read apart from the Secret's problems: material that cannot be read cannot be hashed, and that
+        # judges nothing (the key's facts still say which key it is).
+        found = Node(props.get(field_name).value, field_name, Problems()).string_map()
         chosen = {k: v for k, v in found.items() if k in KEY_FILES} or found
         for value in chosen.values():
             text = decode_base64(value) if field_name == "data" else value
