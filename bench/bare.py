@@ -29,6 +29,10 @@ _CAMEL: Final = re.compile(r"(?<!^)(?=[A-Z])")
 _SET_BY_CLASS: Final = frozenset({"apiVersion", "kind"})
 
 
+ROOT_STACK: Final = "pulumi:pulumi:Stack"
+PROVIDER_PREFIX: Final = "pulumi:providers:"
+
+
 class _EchoMocks(pulumi.runtime.Mocks):
     """Every resource's outputs are its inputs, as during a preview of a new stack."""
 
@@ -66,6 +70,8 @@ def program(plan: dict[str, Any]) -> None:
     by_urn: dict[str, pulumi.Resource] = {}
     components: list[_Component] = []
     for item in plan["resources"]:
+        if item["type"] == ROOT_STACK or item["type"].startswith(PROVIDER_PREFIX):
+            continue  # the root stack and default providers come from the SDK and engine, as for any program
         opts = pulumi.ResourceOptions(
             parent=by_urn.get(item["parent"]),
             depends_on=[by_urn[u] for u in item["dependencies"] if u in by_urn] or None,
@@ -79,7 +85,10 @@ def program(plan: dict[str, Any]) -> None:
                 for k, v in item["inputs"].items()
                 if k not in _SET_BY_CLASS
             }
-            resource = _resource_class(item["type"])(item["name"], opts=opts, **inputs)
+            if item["type"].startswith("kubernetes:"):
+                resource = _resource_class(item["type"])(item["name"], opts=opts, **inputs)
+            else:  # e.g. a ledger claim's dynamic resource: its type and inputs as they are
+                resource = pulumi.CustomResource(item["type"], item["name"], _value(item["inputs"]), opts)
         by_urn[item["urn"]] = resource
     for done in components:
         done.register_outputs({})

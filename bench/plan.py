@@ -15,7 +15,8 @@ from typing import Any
 from pulumi.runtime import rpc
 
 from keyfence.check.harness import SECRET_PLACEHOLDER, Collected
-from keyfence.check.runner import DEFAULT_PROJECT, DEFAULT_STACK, collect_program
+from keyfence.check.runner import collect_program
+from keyfence.check.target import DEFAULT_PROJECT, DEFAULT_STACK
 from keyfence.vault import VaultSettings
 
 from .bare import SECRET_MARK

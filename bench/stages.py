@@ -27,12 +27,15 @@ from typing import Final, TypeVar
 from keyfence.check.analyzer import PolicyPackSession
 from keyfence.check.harness import Collected, RegisteredResource, collect
 from keyfence.check.packconfig import reconcile_config
-from keyfence.check.runner import DEFAULT_PROJECT, DEFAULT_STACK, CheckResult, default_policy_pack, run_check
+from keyfence.check.results import CheckResult
+from keyfence.check.runner import default_policy_pack, run_check
+from keyfence.check.target import DEFAULT_PROJECT, DEFAULT_STACK
 from keyfence.fleet import declare_fleet
 from keyfence.keys import Mode, ResolvedKey, resolve_keys
 from keyfence.spec import FleetSpec, load_spec
 from keyfence.vault import VaultSettings, connect
 
+from . import bare
 from .child import ROOT, TIMEOUT, child_env
 from .fleet import Fleet
 from .plan import write_plan
@@ -63,8 +66,9 @@ STAGES: Final[tuple[str, ...]] = (
     CHECK,
 )
 """Every timed stage, in the order the table shows them."""
-ENGINE_ADDED: Final = 2
-"""Resources the engine registers beside the program's: the root stack and the default provider."""
+ENGINE_ADDED: Final = 3
+"""Resources the engine registers beside the program's: the root stack and the default providers
+(Kubernetes, and the dynamic provider of the ledger claims)."""
 
 
 class BenchError(Exception):
@@ -124,9 +128,18 @@ def resource_types(resources: Sequence[RegisteredResource]) -> dict[str, int]:
 
 
 def plan_types(plan: Path) -> dict[str, int]:
-    """How many resources of each type a plan file lists (what the floor registers)."""
+    """How many resources of each type a plan file lists that the floor registers itself.
+
+    The root stack and the default providers are left out: the floor's SDK and engine make
+    those, as for any program.
+    """
     items = json.loads(plan.read_text(encoding="utf-8"))["resources"]
-    return dict(sorted(Counter(item["type"] for item in items).items()))
+    declared = (
+        item["type"]
+        for item in items
+        if item["type"] != bare.ROOT_STACK and not item["type"].startswith(bare.PROVIDER_PREFIX)
+    )
+    return dict(sorted(Counter(declared).items()))
 
 
 # --------------------------------------------------------------------------- the stages

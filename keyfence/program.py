@@ -17,7 +17,7 @@ import pulumi
 from .claims import current_stack
 from .errors import SpecError
 from .fleet import declare_fleet
-from .keys import FactSink, Mode, ResolvedKey, offline_facts, resolve_keys, vault_facts
+from .keys import Mode, ResolvedKey, resolve_keys
 from .spec import FleetSpec, load_spec
 from .vault import VaultSettings
 
@@ -37,8 +37,6 @@ class ProgramOptions:
     """The spec at ``spec_path`` already loaded, so ``keyfence check`` parses it once, not twice."""
     stack: str | None = None
     """``org/project/stack`` running the keys; ``None``: the Pulumi stack this program runs in."""
-    facts: FactSink | None = None
-    """Where ``keyfence check`` wants the key facts for the policy pack (never set by ``pulumi up``)."""
 
 
 _HARNESS_OPTIONS: ContextVar[ProgramOptions | None] = ContextVar("keyfence_harness_options", default=None)
@@ -71,18 +69,12 @@ def prepare(options: ProgramOptions) -> tuple[FleetSpec, list[ResolvedKey]]:
     """Load and validate the spec and resolve every key; raises KeyfenceError, declares nothing."""
     spec = options.loaded if options.loaded is not None else load_spec(options.spec_path)
     if options.mode == "offline":
-        keys = resolve_keys(spec, None, "offline")
-        if options.facts is not None:
-            options.facts.facts = offline_facts(spec, keys)
-        return spec, keys
+        return spec, resolve_keys(spec, None, "offline")
     settings = options.vault or VaultSettings.from_env()
     from .vault import connect  # hvac is loaded only when Vault is read
 
     with connect(settings) as client:
-        keys = resolve_keys(spec, client, options.mode, options.stack or current_stack())
-        if options.facts is not None and options.mode == "check":
-            options.facts.facts = vault_facts(client, spec, keys)
-        return spec, keys
+        return spec, resolve_keys(spec, client, options.mode, options.stack or current_stack())
 
 
 RENDER_CONFIG = "renderYamlToDirectory"

@@ -23,7 +23,7 @@ from .report import (
     verdict,
     weakened_note,
 )
-from .runner import OFFLINE_NOTE, CheckResult
+from .results import OFFLINE_NOTE, CheckResult
 
 GITHUB_COMMENT_LIMIT: Final = 65_536
 """Characters GitHub accepts in one issue or pull-request comment."""

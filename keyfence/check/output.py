@@ -22,7 +22,7 @@ from .report import (
     invocation,
     tool_version,
 )
-from .runner import CheckResult
+from .results import CheckResult
 
 
 def render_check(result: CheckResult, fmt: CheckFormat, *, details: str | None = None) -> str:

@@ -16,7 +16,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from .runner import CheckResult, Finding, PlanResult, ProcessRow
+from .results import CheckResult, Finding, PlanResult, ProcessRow
 from .verdict import Level
 
 CheckFormat = Literal["text", "json", "markdown", "sarif"]

@@ -12,40 +12,39 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from concurrent import futures
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-import yaml
 from keyfence_policies import labels as L
 from keyfence_policies.pack import POLICY_NAMES
 
-from ..errors import EXIT_OK, EXIT_VIOLATION, KeyfenceError, SpecError
-from ..keys import KeyFacts, Mode, offline_facts, resolve_keys, vault_facts
+from ..errors import KeyfenceError, SpecError
+from ..keys import Mode, resolve_keys
 from ..program import CONFIG_NAMESPACE, SPEC_KEY, ProgramOptions
 from ..spec import FleetSpec, Location, load_spec, locate, parse_yaml
 from ..vault import VaultSettings
 from .analyzer import PolicyPackSession, analyze_in
+from .facts import KeyFacts, offline_facts, vault_facts
 from .harness import Collected, RegisteredResource
 from .packconfig import ConfigEntry, ConfigLayer, load_policy_config
 from .programrun import DEFAULT_TIMEOUT, ProgramRun, run_program
-from .verdict import Analysis, Level, PolicyMeta, Violation
+from .results import OFFLINE_NOTE, CheckResult, Finding, PlannedResource, PlanResult, ProcessRow
+from .target import (
+    DEFAULT_ORGANIZATION,
+    DEFAULT_PROJECT,
+    DEFAULT_STACK,
+    display_path,
+    find_project_file,
+    read_yaml,
+)
+from .verdict import Analysis, Violation
 
-DEFAULT_STACK: Final = "dev"
-DEFAULT_PROJECT: Final = "keyfence"
-DEFAULT_ORGANIZATION: Final = "organization"
-"""The organization of every stack in a self-managed Pulumi backend."""
 LEDGER_POLICY: Final = "key-ledger"
 """The check's own verdict on the key ledger, reported beside the pack's violations."""
-SPEC_CONFIG_KEY: Final = "keyfence:spec"
 PROCESS_TYPE: Final = "keyfence:fleet:Process"
 SUBACCOUNT_TYPE: Final = "keyfence:fleet:Subaccount"
 DEPLOYMENT_TYPE: Final = "kubernetes:apps/v1:Deployment"
 STATEFULSET_TYPE: Final = "kubernetes:apps/v1:StatefulSet"
-OFFLINE_NOTE: Final = (
-    "offline check: identities compared by Vault path only; fingerprints and key permissions "
-    "from Vault not verified"
-)
 OFFLINE_CONFIG: Final[ConfigLayer] = {
     "no-duplicate-key-assignment": ConfigEntry(None, {"requireFingerprint": False}),
     "least-privilege-key": ConfigEntry(None, {"requirePermissions": False}),
@@ -85,119 +84,6 @@ def default_program() -> Path:
     return folder
 
 
-# --------------------------------------------------------------------------- which spec, which stack
-
-
-@dataclass(frozen=True)
-class Target:
-    """The spec to check, the stack it stands for, and the Pulumi project name."""
-
-    spec_path: str
-    stack: str
-    project: str = DEFAULT_PROJECT
-    organization: str = DEFAULT_ORGANIZATION
-
-    @property
-    def qualified(self) -> str:
-        """``org/project/stack``: how the key ledger names the stack."""
-        return f"{self.organization}/{self.project}/{self.stack}"
-
-
-def split_stack_name(name: str) -> tuple[str | None, str | None, str]:
-    """``stack``, ``project/stack`` or ``org/project/stack`` -> (org, project, stack)."""
-    parts = name.split("/")
-    if len(parts) > 3 or not all(parts):
-        raise KeyfenceError(f"--stack {name!r} is not STACK, PROJECT/STACK or ORG/PROJECT/STACK")
-    padded: list[str | None] = [None] * (3 - len(parts)) + list(parts)
-    return padded[0], padded[1], parts[-1]
-
-
-def project_name(cwd: Path | None = None) -> str:
-    """The ``name`` of the nearest ``Pulumi.yaml`` from ``cwd`` upwards, else ``keyfence``."""
-    project_file = _find_project_file(cwd or Path.cwd())
-    data = _read_yaml(project_file) if project_file is not None else {}
-    name = data.get("name")
-    return name if isinstance(name, str) and name else DEFAULT_PROJECT
-
-
-def qualified_stack(name: str, cwd: Path | None = None) -> str:
-    """``org/project/stack`` for a stack named as on the command line (project from Pulumi.yaml)."""
-    org, project, stack = split_stack_name(name)
-    return f"{org or DEFAULT_ORGANIZATION}/{project or project_name(cwd)}/{stack}"
-
-
-def resolve_target(spec: str | Path | None, stack: str | None, *, cwd: Path | None = None) -> Target:
-    """``--spec`` wins; otherwise ``keyfence:spec`` from ``Pulumi.<stack>.yaml`` next to ``Pulumi.yaml``.
-
-    ``Pulumi.yaml`` is searched from ``cwd`` upwards, as the Pulumi CLI does; a relative
-    ``keyfence:spec`` is relative to the stack file's directory. ``stack`` may be qualified
-    (``org/project/stack``); the organization defaults to ``organization``.
-    """
-    org, named_project, stack_name = split_stack_name(stack or DEFAULT_STACK)
-    organization = org or DEFAULT_ORGANIZATION
-    project_file = _find_project_file(cwd or Path.cwd())
-    project_data = _read_yaml(project_file) if project_file is not None else {}
-    project = named_project or (
-        project_data.get("name") if isinstance(project_data.get("name"), str) else None
-    )
-    if spec is not None:
-        return Target(str(spec), stack_name, project or DEFAULT_PROJECT, organization)
-    if project_file is None:
-        raise KeyfenceError(
-            f"no --spec given and no Pulumi.yaml in {cwd or Path.cwd()} or any parent directory; "
-            "pass --spec PATH, or run keyfence inside the Pulumi project"
-        )
-    config_dir = project_file.parent
-    stack_config_dir = project_data.get("stackConfigDir")
-    if isinstance(stack_config_dir, str) and stack_config_dir:
-        config_dir = config_dir / stack_config_dir
-    stack_file = config_dir / f"Pulumi.{stack_name}.yaml"
-    if not stack_file.is_file():
-        raise KeyfenceError(
-            f"{stack_file}: no such stack config; pass --stack NAME for an existing stack, or --spec PATH"
-        )
-    config = _read_yaml(stack_file).get("config")
-    value = config.get(SPEC_CONFIG_KEY) if isinstance(config, dict) else None
-    if isinstance(value, dict):
-        value = value.get("value")
-    if not isinstance(value, str) or not value:
-        raise KeyfenceError(
-            f"{stack_file}: no {SPEC_CONFIG_KEY} in its config; "
-            f"run 'pulumi config set {SPEC_CONFIG_KEY} PATH --stack {stack_name}' or pass --spec PATH"
-        )
-    path = Path(value)
-    spec_path = path if path.is_absolute() else stack_file.parent / path
-    return Target(_display_path(spec_path), stack_name, project or DEFAULT_PROJECT, organization)
-
-
-def _display_path(path: Path) -> str:
-    """Relative to the working directory when inside it: shorter messages, portable reports."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
-
-
-def _find_project_file(start: Path) -> Path | None:
-    for directory in (start.resolve(), *start.resolve().parents):
-        for name in ("Pulumi.yaml", "Pulumi.yml"):
-            candidate = directory / name
-            if candidate.is_file():
-                return candidate
-    return None
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise KeyfenceError(f"{path}: cannot read it: {exc}") from None
-    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
-        # PyYAML's constructors raise these on odd tags such as `!!int abc`.
-        raise KeyfenceError(f"{path}: invalid YAML ({type(exc).__name__})") from None
-    return data if isinstance(data, dict) else {}
-
-
 # --------------------------------------------------------------------------- running the program
 
 
@@ -233,7 +119,7 @@ def collect_program(
         file = _program_entry(given)
         entry = given if given.is_dir() else file
         pwd = file.parent
-    project_dir = _find_project_file(pwd)
+    project_dir = find_project_file(pwd)
     file_config, secure = stack_config(project_dir, stack) if project_dir is not None else ({}, [])
     given_config = {(k if ":" in k else f"{project}:{k}"): v for k, v in (config or {}).items()}
     stack_values = {**file_config, **given_config, f"{CONFIG_NAMESPACE}:{SPEC_KEY}": spec_path}
@@ -280,7 +166,7 @@ def stack_config(project_file: Path, stack: str) -> tuple[dict[str, str], list[s
     stack file's ``config`` over them; keys without a namespace belong to the project;
     structured values are passed as JSON.
     """
-    data = _read_yaml(project_file)
+    data = read_yaml(project_file)
     project = data.get("name") if isinstance(data.get("name"), str) else DEFAULT_PROJECT
     values: dict[str, str] = {}
     secure: list[str] = []
@@ -303,109 +189,8 @@ def stack_config(project_file: Path, stack: str) -> tuple[dict[str, str], list[s
         config_dir = config_dir / stack_config_dir
     stack_file = config_dir / f"Pulumi.{stack}.yaml"
     if stack_file.is_file():
-        take(_read_yaml(stack_file).get("config"), project_level=False)
+        take(read_yaml(stack_file).get("config"), project_level=False)
     return values, secure
-
-
-# --------------------------------------------------------------------------- results
-
-
-@dataclass(frozen=True)
-class ProcessRow:
-    """One process as declared: only plain, non-secret facts read from the Deployment's inputs."""
-
-    ref: str
-    subaccount: str
-    process: str
-    namespace: str
-    deployment: str
-    role: str
-    key: str
-    fingerprint: str | None
-    version: str | None
-    permissions: str | None
-
-
-@dataclass(frozen=True)
-class Finding:
-    """A violation and where in the spec it comes from (``None``: nowhere in particular)."""
-
-    violation: Violation
-    ref: str | None
-    location: Location | None
-
-
-@dataclass
-class CheckResult:
-    """Everything the reports need; built from redacted inputs and violation messages only."""
-
-    spec_path: str
-    stack: str
-    offline: bool
-    pack: str
-    pack_version: str
-    resource_count: int
-    policies: list[PolicyMeta]
-    levels: dict[str, Level]
-    processes: list[ProcessRow]
-    findings: list[Finding]
-    notes: list[str] = field(default_factory=list)
-    pack_logs: list[str] = field(default_factory=list)
-    program_output: list[str] = field(default_factory=list)
-    """What the program printed (never part of a report)."""
-
-    @property
-    def mandatory(self) -> list[Finding]:
-        return [f for f in self.findings if f.violation.level == "mandatory"]
-
-    @property
-    def advisory(self) -> list[Finding]:
-        return [f for f in self.findings if f.violation.level == "advisory"]
-
-    @property
-    def ok(self) -> bool:
-        return not self.mandatory
-
-    def policies_at(self, level: Level) -> list[str]:
-        """Names of the policies that ran at ``level`` after config (sorted)."""
-        return sorted(p.name for p in self.policies if self.levels.get(p.name, p.level) == level)
-
-    @property
-    def weakened(self) -> list[PolicyMeta]:
-        """Policies the pack declares blocking (mandatory/remediate) that config made disabled or advisory."""
-        return sorted(
-            (
-                p
-                for p in self.policies
-                if p.level in ("mandatory", "remediate")
-                and self.levels.get(p.name, p.level) in ("disabled", "advisory")
-            ),
-            key=lambda p: p.name,
-        )
-
-    @property
-    def exit_code(self) -> int:
-        return EXIT_OK if self.ok else EXIT_VIOLATION
-
-
-@dataclass(frozen=True)
-class PlannedResource:
-    """A declared resource with every secret input shown as ``[secret]``."""
-
-    type: str
-    name: str
-    urn: str
-    parent: str
-    inputs: dict[str, Any]
-
-
-@dataclass
-class PlanResult:
-    spec_path: str
-    stack: str
-    offline: bool
-    resources: list[PlannedResource]
-    program_output: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- check and plan
@@ -683,7 +468,7 @@ class _Locator:
         while resource is not None and resource.urn not in seen:
             seen.add(resource.urn)
             if resource.site is not None:
-                return Location(_display_path(Path(resource.site.file)), resource.site.line, 1, "")
+                return Location(display_path(Path(resource.site.file)), resource.site.line, 1, "")
             resource = self._by_urn.get(resource.parent)
         return None
 

@@ -330,7 +330,8 @@ def check(
     wants_report = output is not None or fmt is not CheckFormatOption.text
     target_stack = stack or "dev"
     try:
-        from ..check.runner import resolve_target, run_check
+        from ..check.runner import run_check
+        from ..check.target import resolve_target
 
         target = resolve_target(spec, stack)
         target_stack = target.stack
@@ -401,7 +402,8 @@ def plan(
 ) -> None:
     """Show what the program would declare, with every secret value redacted."""
     from ..check.report import plan_rich, render_plan
-    from ..check.runner import resolve_target, run_plan
+    from ..check.runner import run_plan
+    from ..check.target import resolve_target
 
     stack_config = _parse_config(config)
     target = resolve_target(_spec_from_config(spec, stack_config), stack)
@@ -436,7 +438,7 @@ def vault_policies(
     debug: DebugOption = False,
 ) -> None:
     """Print the least-privilege Vault policy (HCL) and Kubernetes-auth role of each operator-fed process."""
-    from ..check.runner import resolve_target
+    from ..check.target import resolve_target
     from ..delivery.vaultpolicy import process_access, render
     from ..spec import load_spec
 

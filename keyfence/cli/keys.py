@@ -570,7 +570,7 @@ def release(
 
     Refused (exit 1) when another stack holds the key, unless --force.
     """
-    from ..check.runner import qualified_stack
+    from ..check.target import qualified_stack
     from ..keystore import find_entry, key_path_for, parse_process_ref, resolve_placement
     from ..keystore.claims import release_process
     from ..vault import Ledger

@@ -66,9 +66,18 @@ def _in_spec_order(fleet: Fleet) -> list[Any]:
 
 
 def _declared(collected: Collected) -> dict[str, Any]:
+    """What a program declares, less what the engine adds (root stack, default providers)."""
     return {
-        r.urn: (r.type, r.name, r.parent, r.custom, r.inputs(), sorted(r.dependencies))
+        r.urn: (
+            r.type,
+            r.name,
+            r.parent,
+            r.custom,
+            {k: v for k, v in r.inputs().items() if k != "__provider"},
+            sorted(r.dependencies),
+        )
         for r in collected.resources
+        if r.type != bare.ROOT_STACK and not r.type.startswith(bare.PROVIDER_PREFIX)
     }
 
 

@@ -23,6 +23,7 @@ from keyfence.check import runner as check_module
 from keyfence.check.harness import collect
 from keyfence.check.output import render_check
 from keyfence.check.report import CHECK_FORMATS, check_rich, plan_json
+from keyfence.check.results import PlannedResource, PlanResult
 from keyfence.check.runner import _result, process_rows
 from keyfence.check.verdict import Analysis, PolicyMeta, Violation
 from keyfence.cli.app import app
@@ -461,12 +462,12 @@ def test_reports_never_show_key_material_even_when_declarations_hold_it() -> Non
     rendered = [render_check(result, fmt) for fmt in CHECK_FORMATS]
     plan = json.dumps(
         plan_json(
-            check_module.PlanResult(
+            PlanResult(
                 EXAMPLE_SPEC,
                 "dev",
                 False,
                 [
-                    check_module.PlannedResource(r.type, r.name, r.urn, r.parent, r.inputs())
+                    PlannedResource(r.type, r.name, r.urn, r.parent, r.inputs())
                     for r in collected.resources
                 ],
             )

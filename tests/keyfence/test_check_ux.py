@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from keyfence.check.markdown import GITHUB_COMMENT_LIMIT, MARKDOWN_BUDGET, check_markdown
-from keyfence.check.runner import CheckResult, Finding, ProcessRow
+from keyfence.check.results import CheckResult, Finding, ProcessRow
 from keyfence.check.verdict import PolicyMeta, Violation
 from keyfence.cli.app import app
 from keyfence.errors import EXIT_INVALID, EXIT_OK, EXIT_VIOLATION
