@@ -49,8 +49,6 @@ def holders_of(index: StackIndex) -> dict[int, list[Workload]]:
 def _owner(key: Key, homes: dict[str, SecretInfo], holders: dict[int, list[Workload]]) -> str:
     """Who legitimately holds a key, in words: its process, its Secret and the workloads mounting it."""
     parts = []
-    if key.process:
-        parts.append(f"it is the key of process {key.process}")
     home = homes.get(key.process or "")
     if home is not None:
         parts.append(f"delivered by {named(home.ref, home.urn)}")

@@ -354,7 +354,8 @@ class _Builder:
                 else:
                     home = homes.setdefault(id(key), secret) is secret
                 if not home:
-                    hit = Hit(key, "material", "data")
+                    found = [h for h in secret.hits if h.key is key and h.how == "material"]
+                    hit = found[0] if found else Hit(key, "material", "data")
                     self.index.copies.append(Copy(secret.ref, secret.urn, key, hit))
 
     def subaccount_namespaces(self) -> None:
@@ -385,9 +386,9 @@ class _Builder:
             self._hold(record, hits)
         elif isinstance(record, SecretInfo):
             record.hits.extend(hits)
-            material = [h for h in hits if h.how == "material"] or hits
+            material = [h for h in hits if h.how == "material"]
             if record.key is None:
-                record.key = material[0].key
+                record.key = (material or hits)[0].key
             record.is_key = record.is_key or record.kind == "Secret"
             for hit in material:
                 if hit.key not in record.held:

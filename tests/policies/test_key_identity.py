@@ -89,7 +89,7 @@ def test_a_secret_holding_a_copy_of_the_material_is_a_copy_and_a_key(
     copy_message = next(v.message for v in violations if v.urn == copy.urn)
     assert "Secret momentum/bot-creds holds a copy of the material of exchange key" in copy_message
     assert "secret/kraken/momentum/executor" in copy_message
-    assert "it is the key of process momentum/executor" in copy_message
+    assert "(value not shown); delivered by Secret momentum/executor-key-v3" in copy_message
     assert "CANARY" not in messages(violations)
 
 
