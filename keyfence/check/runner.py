@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from concurrent import futures
 from pathlib import Path
 from typing import Any, Final
 
@@ -220,31 +219,29 @@ def run_check(
     mode: Mode = "offline" if offline else "check"
     # Loaded for the report, and first: an invalid spec is named before any process starts.
     spec = load_spec(spec_file)
-    # The pack's interpreter boots (most of a second) while the program runs in its own process,
-    # and the key facts the pack is told are read here, beside it: never taken from the program,
-    # which must not be able to change the verdict.
+    # The pack's interpreter boots (most of a second) while the check reads the key facts the
+    # pack is told (itself, never from the program, which must not be able to change the
+    # verdict) and while the program runs in its own process. The facts come first: a Vault
+    # that fails stops the check before any program runs.
     session = PolicyPackSession(pack_dir, project=project, stack=stack)
     session.spawn_and_close_on_error()
-    holder = f"{organization}/{project}/{stack}"
-    with futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="keyfence-facts") as pool:
-        learning = pool.submit(key_facts, spec, mode, vault_settings, holder)
-        try:
-            collected = collect_program(
-                spec_file,
-                mode=mode,
-                stack=stack,
-                project=project,
-                vault_settings=vault_settings,
-                program=program,
-                config=config,
-                spec=spec,
-                organization=organization,
-                timeout=timeout,
-            )
-            facts = learning.result()
-        except BaseException:
-            session.close()
-            raise
+    try:
+        facts = key_facts(spec, mode, vault_settings, f"{organization}/{project}/{stack}")
+        collected = collect_program(
+            spec_file,
+            mode=mode,
+            stack=stack,
+            project=project,
+            vault_settings=vault_settings,
+            program=program,
+            config=config,
+            spec=spec,
+            organization=organization,
+            timeout=timeout,
+        )
+    except BaseException:
+        session.close()
+        raise
     analysis = analyze_in(
         session,
         collected.resources,

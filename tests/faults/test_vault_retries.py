@@ -64,7 +64,10 @@ def test_recovers_within_the_budget(
         fault_env.setenv("VAULT_ADDR", proxy.addr)
         surface.passes(fleet.spec)
     counts = attempts_per_path(proxy)
-    assert counts and set(counts.values()) == {3}, counts
+    # Each read rides out its two faults (3 requests). keyfence check reads key metadata and the
+    # ledger itself, for the facts it tells the pack, and then the program reads them once more.
+    expected = {3} if surface.mode == "deploy" else {3, 4}
+    assert counts and set(counts.values()) <= expected and 3 in set(counts.values()), counts
     reads = {"check": "/metadata/", "deploy": "/data/"}[surface.mode]
     assert any(reads in path for path in counts), "the surface's own reads were the ones retried"
 
@@ -92,7 +95,8 @@ def test_the_budget_is_keyfence_vault_retries(
         with FaultProxy(openbao.addr, each_path_fails(budget - 1, Fault("status", 503))) as proxy:
             fault_env.setenv("VAULT_ADDR", proxy.addr)
             surface.passes(fleet.spec)
-        assert max(attempts_per_path(proxy).values()) == budget
+        # keyfence check reads each key for the pack's facts, then the program reads it once more.
+        assert max(attempts_per_path(proxy).values()) == budget + (surface.mode == "check")
     with FaultProxy(openbao.addr, each_path_fails(budget, Fault("status", 503))) as proxy:
         fault_env.setenv("VAULT_ADDR", proxy.addr)
         tries = f"({budget} attempts)" if budget > 1 else "HTTP 503: injected by FaultProxy; check"
