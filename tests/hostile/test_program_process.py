@@ -41,7 +41,10 @@ def check(program: str, *extra: str) -> Any:
 
 def refused(result: Any, *phrases: str) -> None:
     assert result.exit_code == EXIT_INVALID, (result.exit_code, result.stdout[-500:], result.stderr[-2000:])
-    assert result.stdout == "", "no report when the program did not complete"
+    # The report asked for is the check's own failure report (issue 14), never the program's words.
+    report = json.loads(result.stdout)
+    assert report["ok"] is False and report["exit_code"] == EXIT_INVALID, report
+    assert set(report) >= {"ok", "verdict", "error", "exit_code", "problems"}
     assert result.stderr.startswith("error: ")
     assert "Traceback" not in result.stderr.split("program output")[0]
     for phrase in phrases:
