@@ -36,7 +36,6 @@ from typing import Any, Final
 
 import grpc
 from google.protobuf import empty_pb2, struct_pb2
-from pulumi.runtime import rpc
 from pulumi.runtime.proto import (
     alias_pb2,
     callback_pb2,
@@ -47,14 +46,11 @@ from pulumi.runtime.proto import (
     resource_pb2_grpc,
 )
 
-from . import kubeyaml
+from . import components, kubeyaml, outputvalues
 from .callsite import CallSite, call_site
 from .harness import STACK_TYPE, RegisteredResource
 from .kubeprovider import (
     KUBERNETES,
-    OUTPUT_SIG,
-    SECRET_SIG,
-    SIG,
     UNKNOWN,
     KubeProviderConfig,
     ProviderRefusal,
@@ -352,8 +348,9 @@ class Engine(resource_pb2_grpc.ResourceMonitorServicer):
             config = KubeProviderConfig.from_inputs(struct_to_python(props), urn)
             with self._lock:
                 self._provider_configs[urn] = config
-        if goal.custom and goal.type == "kubernetes:helm.sh/v3:Release":
-            self._expand_release(goal, urn, props)
+        if goal.custom and goal.type == components.RELEASE:
+            children = components.release_children(goal.name, props, self.settings.cwd, self._crds_copy())
+            self._register_children(children, urn)
         if not goal.custom:
             return urn, "", struct_pb2.Struct()
         return urn, "", props
@@ -461,9 +458,9 @@ class Engine(resource_pb2_grpc.ResourceMonitorServicer):
             chain += self._stack_transforms
         if not chain:
             return
-        props = _upgrade_outputs(goal.props)
+        props = outputvalues.upgrade_outputs(goal.props)
         if goal.transforms:
-            props = _add_dependencies(props, goal.property_dependencies)
+            props = outputvalues.add_dependencies(props, goal.property_dependencies)
         opts = goal.opts
         for callback in chain:
             request = resource_pb2.TransformRequest(
@@ -476,13 +473,15 @@ class Engine(resource_pb2_grpc.ResourceMonitorServicer):
             if response.HasField("options"):
                 opts = response.options
         if goal.transforms:
-            goal.property_dependencies = {k: sorted(_output_dependencies(v)) for k, v in props.fields.items()}
+            goal.property_dependencies = {
+                k: sorted(outputvalues.output_dependencies(v)) for k, v in props.fields.items()
+            }
             dependencies = set(opts.depends_on)
             for urns in goal.property_dependencies.values():
                 dependencies.update(urns)
             del opts.depends_on[:]
             opts.depends_on.extend(sorted(dependencies))
-        goal.props = props if goal.remote else _downgrade_outputs(props)
+        goal.props = props if goal.remote else outputvalues.downgrade_outputs(props)
         goal.opts = opts
 
     def _invoke_callback(self, callback: callback_pb2.Callback, request: bytes) -> bytes:
@@ -582,18 +581,6 @@ class Engine(resource_pb2_grpc.ResourceMonitorServicer):
         return request.tok, struct_to_python(args)
 
     def _function(self, token: str, args: dict[str, Any]) -> dict[str, Any]:
-        if token == "kubernetes:yaml:decode":
-            text = plain(args.get("text"), "kubernetes:yaml:decode text")
-            namespace = plain(args.get("defaultNamespace"), "defaultNamespace")
-            objs = kubeyaml.decode_function(
-                text if isinstance(text, str) else "",
-                namespace if isinstance(namespace, str) else "",
-                self._crds_copy(),
-                "YAML passed to kubernetes:yaml:decode",
-            )
-            return {"result": objs}
-        if token == "kubernetes:helm:template":
-            return {"result": self._helm_v3_template(args)}
         if token == "pulumi:pulumi:getResource":
             urn = plain(args.get("urn"), "getResource urn")
             with self._lock:
@@ -601,57 +588,18 @@ class Engine(resource_pb2_grpc.ResourceMonitorServicer):
             if found is None:
                 raise Refused(f"pulumi:pulumi:getResource: unknown resource {urn!r}")
             return {"urn": found.urn, "id": "", "state": struct_to_python(found.properties)}
-        if token.startswith("kubernetes:kustomize:"):
-            raise Refused(f"{token}: the hermetic check does not run kustomize; {kubeyaml.PREVIEW_ADVICE}")
-        raise Refused(
-            f"the program calls the function {token}, which only its provider can answer; the hermetic check "
-            f"cannot evaluate it, so it cannot say what the stack holds; {kubeyaml.PREVIEW_ADVICE}"
-        )
+        return components.function(token, args, self.settings.cwd, self._crds_copy())
 
     def _crds_copy(self) -> dict[tuple[str, str], str]:
         with self._lock:
             return dict(self._crds)
 
-    def _helm_v3_template(self, args: Mapping[str, Any]) -> list[dict[str, Any]]:
-        raw = plain(args.get("jsonOpts"), "helm.v3.Chart options")
-        opts = json.loads(raw) if isinstance(raw, str) else {}
-        fetch = opts.get("fetch_opts") or {}
-        chart = opts.get("path") or opts.get("chart") or ""
-        if opts.get("repo") and not opts.get("path") and not fetch.get("repo"):
-            chart = f"{opts['repo']}/{chart}"
-        release = str(opts.get("release_name") or "release")
-        request = kubeyaml.HelmRequest(
-            what=f"helm.v3.Chart {release}",
-            release=release,
-            chart=str(chart),
-            namespace=str(opts.get("namespace") or "default"),
-            version=opts.get("version") or fetch.get("version"),
-            repo=fetch.get("repo"),
-            devel=bool(fetch.get("devel")),
-            values=opts.get("values") or {},
-            include_crds=not opts.get("skip_crd_rendering"),
-            hooks=True,
-            test_hooks=bool(opts.get("include_test_hook_resources")),
-        )
-        text = kubeyaml.render_helm(request, self.settings.cwd)
-        namespace = str(opts.get("namespace") or "")
-        return kubeyaml.decode_function(text, namespace, self._crds_copy(), request.what)
-
     # -- provider-side components
 
     def _construct(self, goal: _Goal, urn: str, provider_ref: str) -> tuple[str, str, struct_pb2.Struct]:
         """A remote component as its provider's Construct builds it: the component, then its children."""
-        where = f"{goal.type} {goal.name}"
-        if goal.type not in (
-            "kubernetes:yaml/v2:ConfigFile",
-            "kubernetes:yaml/v2:ConfigGroup",
-            "kubernetes:helm.sh/v4:Chart",
-        ):
-            raise Refused(
-                f"{where}: a component built by its provider (a remote component) that the hermetic check "
-                f"does not model, so it cannot see what it holds; {kubeyaml.PREVIEW_ADVICE}"
-            )
-        args = _Args(goal.props, where)
+        components.require_constructible(goal.type, goal.name)
+        args = components.Args(goal.props, f"{goal.type} {goal.name}")
         config = self._kube_config(provider_ref)
         component = _Goal(
             type=goal.type,
@@ -665,93 +613,11 @@ class Engine(resource_pb2_grpc.ResourceMonitorServicer):
             property_dependencies={},
         )
         component_urn, _, _ = self._register(component)
-        objs = self._component_objects(goal.type, goal.name, args, config)
-        prefix = args.get("resourcePrefix")
-        prefix = goal.name if prefix is None else str(prefix)
-        children = kubeyaml.children(objs, prefix, skip_await=bool(args.get("skipAwait")), source=where)
-        refs = self._register_children(children, component_urn)
-        outputs = {"resources": [{SIG: rpc._special_resource_sig, "urn": r, "id": ""} for r in refs]}
-        return component_urn, "", python_to_struct(outputs)
-
-    def _component_objects(
-        self, type_: str, name: str, args: _Args, config: KubeProviderConfig
-    ) -> list[dict[str, Any]]:
-        where = f"{type_} {name}"
-        cwd = self.settings.cwd
-        crds = self._crds_copy()
-        if type_ == "kubernetes:yaml/v2:ConfigFile":
-            text = kubeyaml.read_manifest(str(args.get("file") or ""), cwd)
-            return kubeyaml.normalize(
-                kubeyaml.decode(text, str(args.get("file"))), config.namespace, crds, where
-            )
-        if type_ == "kubernetes:yaml/v2:ConfigGroup":
-            objs: list[dict[str, Any]] = []
-            for file in kubeyaml.expand_files([str(f) for f in args.get("files") or []], cwd, globbing=True):
-                objs += kubeyaml.decode(kubeyaml.read_manifest(file, cwd), file)
-            yaml_text = args.get("yaml")
-            for index, text in enumerate(yaml_text if isinstance(yaml_text, list) else [yaml_text or ""]):
-                objs += kubeyaml.decode(str(text), f"{where} yaml[{index}]")
-            objs += [dict(o) for o in args.get("objs") or [] if isinstance(o, dict)]
-            return kubeyaml.normalize(objs, config.namespace, crds, where)
-        return self._chart_objects(name, args, config, crds)
-
-    def _chart_objects(
-        self,
-        name: str,
-        args: _Args,
-        config: KubeProviderConfig,
-        crds: Mapping[tuple[str, str], str],
-    ) -> list[dict[str, Any]]:
-        where = f"helm.v4.Chart {name}"
-        if args.get("postRenderer"):
-            raise Refused(
-                f"{where}: a post-renderer is not run by the hermetic check; {kubeyaml.PREVIEW_ADVICE}"
-            )
-        namespace = str(args.get("namespace") or "")
-        repository = args.get("repositoryOpts") or {}
-        request = kubeyaml.HelmRequest(
-            what=where,
-            release=str(args.get("name") or name),
-            chart=str(args.get("chart") or ""),
-            namespace=namespace or config.namespace or "default",
-            version=args.get("version"),
-            repo=repository.get("repo") if isinstance(repository, dict) else None,
-            devel=bool(args.get("devel")),
-            values=args.get("values") or {},
-            values_files=_asset_paths(args.get("valueYamlFiles"), where),
-            include_crds=not args.get("skipCrds"),
+        children = components.construct(
+            goal.type, goal.name, args, config, self.settings.cwd, self._crds_copy()
         )
-        text = kubeyaml.render_helm(request, self.settings.cwd)
-        return kubeyaml.normalize(kubeyaml.decode(text, where), namespace or config.namespace, crds, where)
-
-    def _expand_release(self, goal: _Goal, urn: str, props: struct_pb2.Struct) -> None:
-        """A Helm v3 Release's chart, rendered as children so the pack judges what it installs.
-
-        ``pulumi preview`` sees only the Release itself; rendering it is stricter, never looser.
-        """
-        where = f"helm.v3.Release {goal.name}"
-        args = _Args(props, where)
-        if args.get("postrender"):
-            raise Refused(
-                f"{where}: a post-renderer is not run by the hermetic check; {kubeyaml.PREVIEW_ADVICE}"
-            )
-        repository = args.get("repositoryOpts") or {}
-        namespace = str(args.get("namespace") or "default")
-        request = kubeyaml.HelmRequest(
-            what=where,
-            release=str(args.get("name") or goal.name),
-            chart=str(args.get("chart") or ""),
-            namespace=namespace,
-            version=args.get("version"),
-            repo=repository.get("repo") if isinstance(repository, dict) else None,
-            devel=bool(args.get("devel")),
-            values=args.get("values") or {},
-            values_files=_asset_paths(args.get("valueYamlFiles"), where),
-            include_crds=not args.get("skipCrds"),
-        )
-        text = kubeyaml.render_helm(request, self.settings.cwd)
-        objs = kubeyaml.normalize(kubeyaml.decode(text, where), namespace, self._crds_copy(), where)
-        self._register_children(kubeyaml.children(objs, goal.name, skip_await=False, source=where), urn)
+        urns = self._register_children(children, component_urn)
+        return component_urn, "", python_to_struct(components.resource_refs(urns))
 
     def _register_children(self, children: Sequence[kubeyaml.Child], parent: str) -> list[str]:
         urns: list[str] = []
@@ -793,20 +659,6 @@ class Engine(resource_pb2_grpc.ResourceMonitorServicer):
             )
 
 
-class _Args:
-    """A provider-side component's inputs, read one by one: an unknown value that matters is refused."""
-
-    def __init__(self, props: struct_pb2.Struct, where: str) -> None:
-        self._raw = struct_to_python(props)
-        self._where = where
-
-    def get(self, key: str) -> Any:
-        try:
-            return plain(self._raw.get(key), f"{self._where} input {key}")
-        except ProviderRefusal as exc:
-            raise Refused(f"{exc}; what it holds cannot be known, so the check cannot judge it") from None
-
-
 def _relog(forwarded: str) -> None:
     """A keyfence log record from the program's process, logged here under its own logger.
 
@@ -827,20 +679,6 @@ def _relog(forwarded: str) -> None:
     logging.getLogger(name).log(min(int(level), logging.WARNING), msg, *args)
 
 
-def _asset_paths(value: Any, where: str) -> list[str]:
-    paths = []
-    for item in value or []:
-        if (
-            isinstance(item, dict)
-            and item.get(SIG) == rpc._special_asset_sig
-            and isinstance(item.get("path"), str)
-        ):
-            paths.append(item["path"])
-        else:
-            raise Refused(f"{where}: only file assets are supported in valueYamlFiles")
-    return paths
-
-
 def _rpc_details(exc: grpc.RpcError) -> str:
     details = exc.details() if hasattr(exc, "details") else str(exc)
     return " ".join(str(details).split())[:500]
@@ -851,138 +689,6 @@ def _with_field(props: struct_pb2.Struct, key: str, value: str) -> struct_pb2.St
     out.CopyFrom(props)
     out.fields[key].string_value = value
     return out
-
-
-# --------------------------------------------------------------------------- output values
-
-
-def _is_special(value: struct_pb2.Value, sig: str) -> bool:
-    if value.WhichOneof("kind") != "struct_value":
-        return False
-    fields = value.struct_value.fields
-    return SIG in fields and fields[SIG].string_value == sig
-
-
-def _map_values(
-    struct: struct_pb2.Struct, fn: Callable[[struct_pb2.Value], struct_pb2.Value]
-) -> struct_pb2.Struct:
-    out = struct_pb2.Struct()
-    for key, value in struct.fields.items():
-        out.fields[key].CopyFrom(fn(value))
-    return out
-
-
-def _upgrade_outputs(struct: struct_pb2.Struct) -> struct_pb2.Struct:
-    """Secrets and unknowns as output values, as the engine unmarshals them (UpgradeToOutputValues)."""
-    return _map_values(struct, _upgrade_value)
-
-
-def _upgrade_value(value: struct_pb2.Value) -> struct_pb2.Value:
-    kind = value.WhichOneof("kind")
-    out = struct_pb2.Value()
-    if kind == "string_value" and value.string_value == UNKNOWN:
-        out.struct_value.update({SIG: OUTPUT_SIG})
-        return out
-    if _is_special(value, SECRET_SIG):
-        inner = _upgrade_value(value.struct_value.fields["value"])
-        if _is_special(inner, OUTPUT_SIG):
-            inner.struct_value.fields["secret"].bool_value = True
-            return inner
-        out.struct_value.update({SIG: OUTPUT_SIG, "secret": True})
-        out.struct_value.fields["value"].CopyFrom(inner)
-        return out
-    if kind == "struct_value" and SIG not in value.struct_value.fields:
-        out.struct_value.CopyFrom(_map_values(value.struct_value, _upgrade_value))
-        return out
-    if kind == "list_value":
-        for item in value.list_value.values:
-            out.list_value.values.add().CopyFrom(_upgrade_value(item))
-        out.list_value.SetInParent()
-        return out
-    return value
-
-
-def _add_dependencies(
-    props: struct_pb2.Struct, dependencies: Mapping[str, Sequence[str]]
-) -> struct_pb2.Struct:
-    """Top-level properties carry their dependencies as output values (upgradeOutputValues)."""
-    out = struct_pb2.Struct()
-    out.CopyFrom(props)
-    for key, urns in dependencies.items():
-        if not urns or key not in out.fields:
-            continue
-        value = out.fields[key]
-        current = _output_dependencies(value)
-        if set(urns) <= current:
-            continue
-        if not _is_special(value, OUTPUT_SIG):
-            wrapped = struct_pb2.Value()
-            wrapped.struct_value.update({SIG: OUTPUT_SIG})
-            wrapped.struct_value.fields["value"].CopyFrom(value)
-            value = wrapped
-        merged = sorted(set(urns) | _direct_dependencies(value))
-        deps = value.struct_value.fields["dependencies"]
-        deps.list_value.SetInParent()
-        del deps.list_value.values[:]
-        for urn in merged:
-            deps.list_value.values.add().string_value = urn
-        out.fields[key].CopyFrom(value)
-    return out
-
-
-def _direct_dependencies(value: struct_pb2.Value) -> set[str]:
-    deps = value.struct_value.fields.get("dependencies")
-    if deps is None:
-        return set()
-    return {v.string_value for v in deps.list_value.values}
-
-
-def _output_dependencies(value: struct_pb2.Value) -> set[str]:
-    found: set[str] = set()
-    if _is_special(value, OUTPUT_SIG):
-        found |= _direct_dependencies(value)
-        inner = value.struct_value.fields.get("value")
-        if inner is not None:
-            found |= _output_dependencies(inner)
-    elif value.WhichOneof("kind") == "struct_value":
-        for item in value.struct_value.fields.values():
-            found |= _output_dependencies(item)
-    elif value.WhichOneof("kind") == "list_value":
-        for item in value.list_value.values:
-            found |= _output_dependencies(item)
-    return found
-
-
-def _downgrade_outputs(struct: struct_pb2.Struct) -> struct_pb2.Struct:
-    """Output values back to plain, secret or unknown values (downgradeOutputValues)."""
-    return _map_values(struct, _downgrade_value)
-
-
-def _downgrade_value(value: struct_pb2.Value) -> struct_pb2.Value:
-    kind = value.WhichOneof("kind")
-    if _is_special(value, OUTPUT_SIG):
-        fields = value.struct_value.fields
-        if "value" in fields:
-            result = _downgrade_value(fields["value"])
-        else:
-            result = struct_pb2.Value(string_value=UNKNOWN)
-        if "secret" in fields and fields["secret"].bool_value:
-            wrapped = struct_pb2.Value()
-            wrapped.struct_value.update({SIG: SECRET_SIG})
-            wrapped.struct_value.fields["value"].CopyFrom(result)
-            return wrapped
-        return result
-    if kind == "struct_value":
-        out = struct_pb2.Value()
-        out.struct_value.CopyFrom(_map_values(value.struct_value, _downgrade_value))
-        return out
-    if kind == "list_value":
-        out = struct_pb2.Value()
-        out.list_value.SetInParent()
-        for item in value.list_value.values:
-            out.list_value.values.add().CopyFrom(_downgrade_value(item))
-        return out
-    return value
 
 
 # --------------------------------------------------------------------------- the Engine service
