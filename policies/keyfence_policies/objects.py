@@ -75,6 +75,8 @@ class StackObject:
     @property
     def ref(self) -> str:
         """``Deployment alpha/maker``, and how it came to be when that matters."""
+        if self.rtype is None:  # another provider's resource: its type and Pulumi name
+            return f"{self.type} {self.fallback_name or '<unnamed>'}"
         kind = f"{self.kind}Patch" if self.orphan_patch else self.kind
         text = f"{kind} {self.namespace}/{self.name}"
         if self.item:

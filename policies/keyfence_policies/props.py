@@ -219,6 +219,8 @@ class Node:
 
     def mapping(self) -> Mapping[object, object] | None:
         """The value as an object; ``None`` (and a problem if present) otherwise."""
+        if type(self.value) is dict:
+            return self.value
         if self.absent:
             return None
         if isinstance(self.value, Mapping):
@@ -257,6 +259,8 @@ class Node:
 
     def items(self) -> list[Node]:
         """The elements of a list (empty when absent, with a problem when not a list)."""
+        if type(self.value) is list:
+            return [Node._child(self, index, element) for index, element in enumerate(self.value)]
         if self.absent:
             return []
         if not _is_list(self.value):
@@ -277,6 +281,8 @@ class Node:
 
     def text(self) -> str | None:
         """The value as a string; ``None`` (and a problem if present) otherwise."""
+        if type(self.value) is str:
+            return self.value
         if self.absent:
             return None
         if isinstance(self.value, str):

@@ -14,7 +14,7 @@ import base64
 import binascii
 import hashlib
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -181,64 +181,69 @@ class Scanner:
         if isinstance(props, str):
             self._text(props, [], out, paths=True)
         else:
-            self._walk(props, [], out, 0, skip, paths=True)
+            self._walk(props, [], out, skip, paths=True)
         return out
 
     def _walk(
-        self,
-        value: object,
-        where: list[object],
-        out: list[Hit],
-        depth: int,
-        skip: frozenset[str],
-        *,
-        paths: bool,
+        self, value: object, where: list[object], out: list[Hit], skip: frozenset[str], *, paths: bool
     ) -> None:
-        """Every string below ``value``: leaves in the loop (the hot path), containers recursively."""
-        kind = type(value)
-        if kind is _DictProxy or kind is _ListProxy:
-            value = open_proxy(value)
-            kind = type(value)
-        items: Iterable[tuple[object, object]]
-        if kind is dict:
-            items = value.items()  # type: ignore[attr-defined]
-        elif kind is list:
-            items = enumerate(value)  # type: ignore[arg-type]
-        else:
-            children = raw_children(value)
-            if not children:
-                return
-            items = children
-        if depth >= MAX_DEPTH:
-            self.truncated = True
+        """Every string below ``value``, depth first without recursion: this is the pack's hot loop."""
+        skip_fields, digests, cache, book = self.skip_fields, self.book.by_digest, _SEEN, self.book
+        search_paths = book.has_paths
+        root = _items(value)
+        if root is None:
             return
-        skip_fields, digests, cache = self.skip_fields, self.book.by_digest, _SEEN
-        search_paths = self.book.has_paths
-        for name, child in items:
-            if depth == 0 and name in skip:
-                continue
-            child_paths = paths and name not in skip_fields
-            kind = type(child)
-            if kind is str:
-                info = cache.get(child) or seen(child)  # type: ignore[call-overload,arg-type]
-                if digests:
-                    for candidate in info.digests:
-                        found = digests.get(candidate)
-                        if found is not None:
-                            out.append(Hit(found, "material", _join([*where, name])))
-                            break
-                if child_paths and search_paths and info.paths:
-                    here = _join([*where, name])
-                    for segments in info.paths:
-                        out.extend(Hit(k, "path", here) for k in self.book.match(segments))
-                if info.decoded is not None:
-                    self._text(info.decoded, [*where, name], out, paths=child_paths, depth=1)
-            elif child is None or kind is bool or kind is float or kind is int:
-                continue
+        frames: list[tuple[Iterator[tuple[object, object]], bool]] = [(iter(root), paths)]
+        while frames:
+            items, frame_paths = frames[-1]
+            for name, child in items:
+                if len(frames) == 1 and name in skip:
+                    continue
+                kind = type(child)
+                if kind is str:
+                    info = cache.get(child) or seen(child)  # type: ignore[call-overload,arg-type]
+                    if digests:
+                        for candidate in info.digests:
+                            found = digests.get(candidate)
+                            if found is not None:
+                                out.append(Hit(found, "material", _join([*where, name])))
+                                break
+                    if search_paths and info.paths and frame_paths and name not in skip_fields:
+                        here = _join([*where, name])
+                        for segments in info.paths:
+                            out.extend(Hit(k, "path", here) for k in book.match(segments))
+                    if info.decoded is not None:
+                        child_paths = frame_paths and name not in skip_fields
+                        self._text(info.decoded, [*where, name], out, paths=child_paths, depth=1)
+                elif child is None or kind is bool or kind is float or kind is int:
+                    continue
+                else:
+                    below = _items(child)
+                    if not below:
+                        continue
+                    if len(frames) >= MAX_DEPTH:
+                        self.truncated = True
+                        continue
+                    where.append(name)
+                    frames.append((iter(below), frame_paths and name not in skip_fields))
+                    break
             else:
-                where.append(name)
-                self._walk(child, where, out, depth + 1, skip, paths=child_paths)
-                where.pop()
+                frames.pop()
+                if where:
+                    where.pop()
+
+
+def _items(value: object) -> Iterable[tuple[object, object]] | None:
+    """The ``(key or index, value)`` pairs of a container (through the SDK's proxies); None for a leaf."""
+    kind = type(value)
+    if kind is _DictProxy or kind is _ListProxy:
+        value = open_proxy(value)
+        kind = type(value)
+    if kind is dict:
+        return value.items()  # type: ignore[attr-defined, no-any-return]
+    if kind is list:
+        return enumerate(value)  # type: ignore[arg-type]
+    return raw_children(value)
 
 
 def _join(where: list[object]) -> str:
