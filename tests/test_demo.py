@@ -76,8 +76,10 @@ def test_make_demo_on_a_fresh_copy(tmp_path: Path) -> None:
         "and momentum/executor-b"
     ) in out
     assert "PASSED: no mandatory policy violations" in out
-    # The pack's two findings on the copied key, and the key ledger's: it records that key elsewhere.
-    assert "FAILED: 3 mandatory policy violations" in out
+    # The pack's findings on the copied key (two holders, and the ledger's note naming the other
+    # path on the copy's Secret), and the key ledger's own: it records that key elsewhere.
+    assert "FAILED: 4 mandatory policy violations" in out
+    assert "key-ledger (mandatory, 1)" in out
     assert "demo passed: all 6 steps behaved as expected" in out
     assert "✘" not in out
     assert not API_KEY_SHAPE.search(out), "something shaped like a generated api key was printed"
