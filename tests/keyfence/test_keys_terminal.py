@@ -142,8 +142,13 @@ def test_list_outside_a_project_names_the_prefix_it_searched(
     monkeypatch.chdir(tmp_path)
     for name, value in vault_env(openbao).items():
         monkeypatch.setenv(name, value)
+    # Metadata anywhere in the mount, and the key ledger's records (other tests may have written some).
     monkeypatch.setenv(
-        "VAULT_TOKEN", openbao.token('path "secret/metadata/*" { capabilities = ["list", "read"] }')
+        "VAULT_TOKEN",
+        openbao.token(
+            'path "secret/metadata/*" { capabilities = ["list", "read"] }\n'
+            'path "secret/data/keyfence/ledger/*" { capabilities = ["read"] }'
+        ),
     )
     # A prefix nobody used: what 'no --prefix' means on a fresh Vault.
     result = CliRunner().invoke(app, ["keys", "list", "--mount", "secret", "--prefix", "nowhere-x"])
