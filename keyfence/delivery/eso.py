@@ -10,7 +10,7 @@ Kubernetes auth as the process's own ServiceAccount, and an ``ExternalSecret`` m
 - ``restart: reloader`` follows the latest version and annotates the workload for Stakater
   Reloader (``secret.reloader.stakater.com/reload``), which restarts it when the Secret changes.
 
-Field names follow ESO's ``external-secrets.io/v1`` CRDs (tests/crds/ holds their schemas).
+Field names follow ESO's ``external-secrets.io/v1`` CRDs (tests/crds/ ships the published CRDs).
 """
 
 from __future__ import annotations

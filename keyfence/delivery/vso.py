@@ -4,7 +4,7 @@ Per process, in the subaccount's namespace: a ``VaultAuth`` logging in with Kube
 the process's own ServiceAccount (a Vault role that can read this one key, nothing else), and a
 ``VaultStaticSecret`` syncing the KV v2 key into the process's Secret. ``hmacSecretData`` lets
 the operator notice a new version and restart the process's workload (``rolloutRestartTargets``).
-Field names follow the operator's v1beta1 CRDs (tests/crds/ holds their schemas).
+Field names follow the operator's v1beta1 CRDs (tests/crds/ ships the published CRDs).
 """
 
 from __future__ import annotations
