@@ -85,7 +85,9 @@ def refuse_render_of_material(spec: FleetSpec, render_dir: str | None) -> None:
     """Render mode writes every input in clear to disk: allowed only when no process carries key material.
 
     In the operator modes the manifests hold no key (an operator reads it in the cluster), so GitOps
-    users can render them; a ``pulumi-secret`` process would write its key to a YAML file.
+    users can render them; a ``pulumi-secret`` process would write its key to a YAML file. This sees
+    the default provider's stack config only: an explicit ``Provider``'s inputs cannot be read back
+    by the program, so the pack's ``key-not-in-env`` judges those from each resource's provider.
     """
     if not render_dir:
         return

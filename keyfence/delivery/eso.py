@@ -10,7 +10,7 @@ Kubernetes auth as the process's own ServiceAccount, and an ``ExternalSecret`` m
 - ``restart: reloader`` follows the latest version and annotates the workload for Stakater
   Reloader (``secret.reloader.stakater.com/reload``), which restarts it when the Secret changes.
 
-Field names follow ESO's ``external-secrets.io/v1`` CRDs (tests/crds/ holds their schemas).
+Field names follow ESO's ``external-secrets.io/v1`` CRDs (tests/crds/ ships the published CRDs).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from __future__ import annotations
 from typing import Any
 
 import pulumi
-import pulumi_kubernetes as k8s
 from keyfence_policies import labels as L
 
 from ..keys import ResolvedKey
 from ..spec import OperatorSection
+from .operator import Login, declare_pair
 
 API_VERSION = "external-secrets.io/v1"
 RELOADER_ANNOTATION = "secret.reloader.stakater.com/reload"
@@ -92,23 +92,7 @@ def declare(
     opts: pulumi.ResourceOptions,
 ) -> list[pulumi.Resource]:
     """The SecretStore and ExternalSecret of one process."""
-    entry = key.entry
-    namespace = entry.subaccount.name
-    meta_labels = {k: v for k, v in labels.items() if k != L.EXCHANGE_KEY}
-    store = k8s.apiextensions.CustomResource(
-        f"{entry.ref}/secret-store",
-        api_version=API_VERSION,
-        kind="SecretStore",
-        metadata={"name": store_name(entry.process.name), "namespace": namespace, "labels": meta_labels},
-        spec=secret_store_spec(key, role, operators),
-        opts=opts,
-    )
-    external = k8s.apiextensions.CustomResource(
-        f"{entry.ref}/key",
-        api_version=API_VERSION,
-        kind="ExternalSecret",
-        metadata={"name": secret, "namespace": namespace, "labels": meta_labels, "annotations": annotations},
-        spec=external_secret_spec(key, secret, labels, annotations, operators),
-        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[store])),
-    )
-    return [store, external]
+    process = key.entry.process.name
+    login = Login("SecretStore", store_name(process), "secret-store", secret_store_spec(key, role, operators))
+    spec = external_secret_spec(key, secret, labels, annotations, operators)
+    return declare_pair(key, API_VERSION, login, "ExternalSecret", secret, spec, labels, annotations, opts)

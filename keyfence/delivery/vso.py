@@ -4,7 +4,7 @@ Per process, in the subaccount's namespace: a ``VaultAuth`` logging in with Kube
 the process's own ServiceAccount (a Vault role that can read this one key, nothing else), and a
 ``VaultStaticSecret`` syncing the KV v2 key into the process's Secret. ``hmacSecretData`` lets
 the operator notice a new version and restart the process's workload (``rolloutRestartTargets``).
-Field names follow the operator's v1beta1 CRDs (tests/crds/ holds their schemas).
+Field names follow the operator's v1beta1 CRDs (tests/crds/ ships the published CRDs).
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 import pulumi
-import pulumi_kubernetes as k8s
 from keyfence_policies import labels as L
 
 from ..keys import ResolvedKey
 from ..spec import OperatorSection
+from .operator import Login, declare_pair
 
 API_VERSION = "secrets.hashicorp.com/v1beta1"
 VERSION_ANNOTATION_KEY = L.KEY_VERSION
@@ -81,28 +81,7 @@ def declare(
     opts: pulumi.ResourceOptions,
 ) -> list[pulumi.Resource]:
     """The VaultAuth and VaultStaticSecret of one process."""
-    entry = key.entry
-    namespace = entry.subaccount.name
-    meta_labels = {k: v for k, v in labels.items() if k != L.EXCHANGE_KEY}
-    auth = k8s.apiextensions.CustomResource(
-        f"{entry.ref}/vault-auth",
-        api_version=API_VERSION,
-        kind="VaultAuth",
-        metadata={"name": auth_name(entry.process.name), "namespace": namespace, "labels": meta_labels},
-        spec=vault_auth_spec(key, role, operators),
-        opts=opts,
-    )
-    static = k8s.apiextensions.CustomResource(
-        f"{entry.ref}/key",
-        api_version=API_VERSION,
-        kind="VaultStaticSecret",
-        metadata={
-            "name": secret,
-            "namespace": namespace,
-            "labels": meta_labels,
-            "annotations": annotations,
-        },
-        spec=static_secret_spec(key, secret, labels, annotations, operators),
-        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[auth])),
-    )
-    return [auth, static]
+    process = key.entry.process.name
+    login = Login("VaultAuth", auth_name(process), "vault-auth", vault_auth_spec(key, role, operators))
+    spec = static_secret_spec(key, secret, labels, annotations, operators)
+    return declare_pair(key, API_VERSION, login, "VaultStaticSecret", secret, spec, labels, annotations, opts)

@@ -46,6 +46,8 @@ class SecretInfo:
     hits: list[Hit] = field(default_factory=list)
     origin: str | None = None
     """For a Secret the stack does not declare but a secrets operator creates: who creates it."""
+    declares_data: bool = False
+    """It sets ``data``/``stringData`` (or they cannot be read): what a rendered manifest would hold."""
 
     @property
     def ref(self) -> str:
@@ -95,6 +97,7 @@ def read_secret(obj: StackObject, config: PackConfig, book: KeyBook) -> SecretIn
         fleet_process=obj.fleet_process,
         claimed=claimed,
     )
+    secret.declares_data = declares_data(obj.props)
     if obj.fleet_process is not None:
         secret.key = book.for_process(obj.fleet_process, claimed)
     else:
@@ -102,6 +105,18 @@ def read_secret(obj: StackObject, config: PackConfig, book: KeyBook) -> SecretIn
     if obj.fleet_process is not None:
         _digest_material(secret, obj.props, book)
     return secret
+
+
+def declares_data(props: Node) -> bool:
+    """Whether a Secret sets ``data`` or ``stringData``; a value that cannot be read counts as set."""
+    for field_name in MATERIAL_FIELDS:
+        node = Node(props.get(field_name).value, field_name, Problems())
+        if node.absent:
+            continue
+        found = node.mapping()
+        if found is None or len(found) > 0:
+            return True
+    return False
 
 
 def _digest_material(secret: SecretInfo, props: Node, book: KeyBook) -> None:

@@ -4,7 +4,8 @@ Environment variables leak: they are inherited by every child process, printed b
 crash handlers and ``env`` dumps, visible in ``/proc/<pid>/environ`` and in the pod
 spec itself when written literally; and they never change without a restart. The key
 is therefore mounted read-only from its Secret (keyfence uses /var/run/keyfence/key),
-and a writable mount would let a compromised process swap the key under its peers.
+and a writable mount would let a compromised process swap the key under its peers. Nor
+may key material be written to disk by the Kubernetes provider's render mode (``render``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import re
 from collections.abc import Iterator
 from typing import Final
 
+from . import render
 from .config import PackConfig
 from .identity import describe_key
 from .labels import KEY_MOUNT_PATH
@@ -103,18 +105,21 @@ def _workload_findings(workload: Workload, config: PackConfig) -> Iterator[Findi
 
 
 def check(index: StackIndex, config: PackConfig) -> Iterator[Finding]:
-    """Report key Secrets read into env, credential literals anywhere, and writable key mounts."""
+    """Report key Secrets read into env, credential literals, writable key mounts and rendered keys."""
     yield from each_key_bearing(index, NAME, lambda workload: _workload_findings(workload, config))
     for workload in index.workloads:
         yield from _literal_findings(workload, config)
+    yield from render.check(index)
 
 
 RULE = Rule(
     name=NAME,
     description="Exchange keys reach a process only as files of a read-only Secret volume: never through "
-    "env, envFrom, arguments or literal key-like environment variables, and no workload sets a "
-    "credential-named variable to a literal value.",
+    "env, envFrom, arguments or literal key-like environment variables, no workload sets a "
+    "credential-named variable to a literal value, and no Kubernetes provider in render mode "
+    "(renderYamlToDirectory) writes key material to disk.",
     level="mandatory",
     check=check,
-    remediation=f"Mount the key Secret read-only at {KEY_MOUNT_PATH} and read api_key/api_secret from files.",
+    remediation=f"Mount the key Secret read-only at {KEY_MOUNT_PATH} and read api_key/api_secret from files; "
+    "render manifests only in the operator delivery modes.",
 )

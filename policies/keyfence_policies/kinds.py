@@ -14,6 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
+PROVIDER_PREFIX: Final = "pulumi:providers:"
+"""Type prefix of provider resources (``pulumi:providers:kubernetes``), default providers included."""
+KUBERNETES_PROVIDER: Final = f"{PROVIDER_PREFIX}kubernetes"
+
 WORKLOAD_KINDS: Final[tuple[str, ...]] = (
     "Deployment",
     "StatefulSet",

@@ -26,6 +26,15 @@ MAX_DEPTH: Final = 100
 _MERGE_KEYS: Final = ("name", "mountPath", "containerPort", "devicePath", "ip")
 
 
+@dataclass(frozen=True)
+class ProviderRef:
+    """The provider a resource is declared with, as the engine describes it to the pack."""
+
+    urn: str | None
+    type: str | None
+    props: object
+
+
 @dataclass
 class StackObject:
     """One Kubernetes object (or, for other providers, one resource) as the rules see it."""
@@ -48,6 +57,8 @@ class StackObject:
     item: str | None = None
     """For a list item: ``item <n> of <list>``."""
     fallback_name: str | None = None
+    provider: ProviderRef | None = None
+    """``None`` when the engine did not say which provider the resource uses."""
 
     @property
     def kind(self) -> str:
@@ -171,6 +182,16 @@ def merge(target: object, patch: object) -> object:
     return patch
 
 
+def provider_of(resource: object) -> ProviderRef | None:
+    """The provider the engine names for ``resource`` (``PolicyResource.provider``), if any."""
+    provider = _attr(resource, "provider")
+    if provider is None:
+        return None
+    return ProviderRef(
+        _text(_attr(provider, "urn")), _text(_attr(provider, "resource_type")), _attr(provider, "props")
+    )
+
+
 def _object(resource: object, rtype: ResourceKind | None, raw: object, resource_type: str) -> StackObject:
     problems = Problems()
     urn = _text(_attr(resource, "urn"))
@@ -185,6 +206,7 @@ def _object(resource: object, rtype: ResourceKind | None, raw: object, resource_
         fleet_process=process,
         fleet_subaccount=subaccount,
         fallback_name=_text(_attr(resource, "name")),
+        provider=provider_of(resource),
     )
 
 

@@ -26,8 +26,8 @@ from . import labels as L
 from .carriers import SecretInfo, destinations, read_config_map, read_provider_class, read_secret
 from .config import PackConfig
 from .keybook import Key, KeyBook
-from .kinds import DELIVERY_KINDS, SCALER_KINDS, TEMPLATE_PATHS
-from .objects import DEFAULT_NAMESPACE, StackObject, expand
+from .kinds import DELIVERY_KINDS, PROVIDER_PREFIX, SCALER_KINDS, TEMPLATE_PATHS
+from .objects import DEFAULT_NAMESPACE, ProviderRef, StackObject, expand
 from .podspec import Container, PodSpec, SecretRef, find_pod_specs, read_pod_spec
 from .props import Node, Problems
 from .rbac import Rbac
@@ -207,6 +207,10 @@ class StackIndex:
     orphan_patches: list[StackObject] = field(default_factory=list)
     unscanned: list[StackObject] = field(default_factory=list)
     """Resources nested too deeply to search for key material."""
+    providers: list[StackObject] = field(default_factory=list)
+    """The stack's provider resources (``pulumi:providers:*``), default providers included."""
+    provider_by_urn: dict[str, ProviderRef | None] = field(default_factory=dict)
+    """Each resource's provider, as the engine named it (``None``: not named)."""
 
     def lookup(self, kind: str, namespace: str, name: str) -> list[Workload]:
         return self.by_name.get((kind, namespace, name), [])
@@ -308,6 +312,10 @@ class _Builder:
         record: Workload | SecretInfo | None = None
         if obj.orphan_patch:
             index.orphan_patches.append(obj)
+        if obj.urn is not None:
+            index.provider_by_urn.setdefault(obj.urn, obj.provider)
+        if obj.type.startswith(PROVIDER_PREFIX):
+            index.providers.append(obj)
         if known == "Secret":
             secret = record = read_secret(obj, config, index.book)
             if secret.name is not None:

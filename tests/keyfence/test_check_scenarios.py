@@ -282,3 +282,37 @@ def test_an_invented_fingerprint_is_an_unverifiable_key(
     assert code == EXIT_VIOLATION, out
     (message,) = mandatory_for(report, "hand-written/sidecar-key")["no-duplicate-key-assignment"]
     assert "unverifiable key" in message and "is the fingerprint of no key registered in Vault" in message
+
+
+# Issue #13: render mode switched on for an explicit provider, which the program's pre-flight cannot read.
+
+
+def rendered(report: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        v
+        for v in report["violations"]
+        if v["level"] == "mandatory" and v["policy"] == "key-not-in-env" and "render" in v["message"]
+    ]
+
+
+def test_the_fleet_moved_onto_a_rendering_provider_is_blocked_by_the_pack_process() -> None:
+    code, report, out = scenario("render-fleet")
+    assert code == EXIT_VIOLATION, out
+    found = rendered(report)
+    urns = {v["urn"] for v in found}
+    assert any(u.endswith("kubernetes:core/v1:Secret::momentum/executor/key") for u in urns), urns
+    assert all("kubernetes:core/v1:Secret::" in u for u in urns), urns
+    assert all("renders manifests to 'rendered' (renderYamlToDirectory)" in v["message"] for v in found)
+    assert "Traceback" not in out
+
+
+def test_a_key_secret_on_a_rendering_provider_beside_the_fleet_is_blocked() -> None:
+    code, report, out = scenario("render-secret")
+    assert code == EXIT_VIOLATION, out
+    assert [v["urn"].rsplit("::", 1)[1] for v in rendered(report)] == ["hand-written/sidecar-key"]
+    assert "rendered-sidecar" not in out
+
+
+def test_a_rendering_provider_that_declares_no_key_passes() -> None:
+    code, _, out = scenario("render-harmless")
+    assert code == EXIT_OK, out
