@@ -39,6 +39,11 @@ FULL_REPORT_HINT: Final = (
 )
 
 
+def full_report(details_url: str | None) -> str:
+    """Where the person finds what the comment left out: the CI run when given, else how to get it."""
+    return f"the full report: {details_url}" if details_url else FULL_REPORT_HINT
+
+
 def _md(text: str) -> str:
     """Cell- and comment-safe: no table breaks, no HTML from a pack's message."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
@@ -59,6 +64,26 @@ class _Budget:
         self.lines: list[str] = []
         self.limit = limit
         self.left_out: Counter[str] = Counter()
+        self.shortened = 0
+        """Messages shown clipped (the full text is in the full report)."""
+
+    def clip(self, text: str) -> str:
+        clipped = _clip(text)
+        self.shortened += clipped != text
+        return clipped
+
+    def omissions(self, where: str) -> list[str]:
+        """The note saying what the comment does not show in full, and where it is; [] when nothing."""
+        parts = []
+        if self.left_out:
+            shown = ", ".join(f"{n} {what}" for what, n in sorted(self.left_out.items()))
+            parts.append(f"Left out to stay under GitHub's comment limit: {shown}")
+        if self.shortened:
+            count = self.shortened
+            parts.append(f"{count} long message{_s(count)} shortened (ending in …)")
+        if not parts:
+            return []
+        return [f"> {'; '.join(parts)}. See {where}.", ""]
 
     def add(self, *lines: str, what: str = "") -> bool:
         if _size(self.lines) + _size(list(lines)) > self.limit:
@@ -69,8 +94,14 @@ class _Budget:
         return True
 
 
-def check_markdown(result: CheckResult, *, details: str | None = None, budget: int = MARKDOWN_BUDGET) -> str:
-    """Verdict heading, weakened policies, violations first, then the fleet (summarised when large)."""
+def check_markdown(
+    result: CheckResult, *, details_url: str | None = None, budget: int = MARKDOWN_BUDGET
+) -> str:
+    """Verdict heading, weakened policies, violations first, then the fleet (summarised when large).
+
+    ``details_url`` (the CI run holding every report) is named at the top and wherever the
+    comment summarises or leaves something out.
+    """
     if result.ok and result.weakened:
         heading = "## ⚠️ keyfence check passed only because mandatory policies were switched off"
     elif result.ok:
@@ -90,6 +121,8 @@ def check_markdown(result: CheckResult, *, details: str | None = None, budget: i
         f"{len(result.policies)} policies",
         "",
     ]
+    if details_url:
+        head += [f"Full report: {details_url}", ""]
     if result.weakened:
         head += [f"> [!WARNING]\n> {_md(weakened_note(result))}.", ""]
     if result.offline:
@@ -105,21 +138,17 @@ def check_markdown(result: CheckResult, *, details: str | None = None, budget: i
             icon = "❌" if level == "mandatory" else "⚠️"
             out.add(f"#### {icon} `{policy}` ({level}, {len(findings)})", "", what="violations")
             for finding in findings:
-                detail = " ".join(_md(_clip(_detail(finding))).split("\n"))
+                detail = " ".join(_md(out.clip(_detail(finding))).split("\n"))
                 out.add(f"- **{_md(_where(finding))}**: {detail}", what="violations")
             out.add("")
     out.add("### Policies", "", *(f"- {_md(line.strip())}" for line in policy_lines(result)), "")
-    _fleet(out, result)
-    lines = out.lines
-    if out.left_out:
-        shown = ", ".join(f"{n} {what}" for what, n in sorted(out.left_out.items()))
-        where = details or FULL_REPORT_HINT
-        lines += [f"> Left out to stay under GitHub's comment limit: {shown}. See {where}.", ""]
+    _fleet(out, result, details_url)
+    lines = out.lines + out.omissions(full_report(details_url))
     lines.append(f"**{_md(verdict(result))}**")
     return "\n".join(lines) + "\n"
 
 
-def _fleet(out: _Budget, result: CheckResult) -> None:
+def _fleet(out: _Budget, result: CheckResult, details_url: str | None) -> None:
     if not result.processes:
         return
     if len(result.processes) <= MAX_TABLE_ROWS:
@@ -137,11 +166,15 @@ def _fleet(out: _Budget, result: CheckResult) -> None:
     per: dict[str, list[str]] = {}
     for r in result.processes:
         per.setdefault(r.subaccount or "-", []).append(r.role or "-")
+    every = (
+        f"every process is in {full_report(details_url)}"
+        if details_url
+        else "`keyfence check --format text` lists every process"
+    )
     out.add(
         "### Fleet",
         "",
-        f"{len(result.processes)} processes in {len(per)} subaccounts (one row per subaccount; "
-        "`keyfence check --format text` lists every process).",
+        f"{len(result.processes)} processes in {len(per)} subaccounts (one row per subaccount; {every}).",
         "",
         "| subaccount | processes | roles |",
         "|---|---:|---|",
@@ -152,7 +185,9 @@ def _fleet(out: _Budget, result: CheckResult) -> None:
     out.add("")
 
 
-def failure_markdown(failure: CheckFailure, *, budget: int = MARKDOWN_BUDGET) -> str:
+def failure_markdown(
+    failure: CheckFailure, *, details_url: str | None = None, budget: int = MARKDOWN_BUDGET
+) -> str:
     """The comment for a check that stopped before the pack ran (exit 2): every problem, located."""
     out = _Budget(budget - 2_000)
     out.add(
@@ -161,18 +196,15 @@ def failure_markdown(failure: CheckFailure, *, budget: int = MARKDOWN_BUDGET) ->
         f"Stack `{failure.stack}` · spec `{failure.spec_path or '-'}`"
         + (" · offline" if failure.offline else ""),
         "",
-        f"{_md(failure.headline)}. Nothing was checked; fix these and push again:",
-        "",
     )
+    if details_url:
+        out.add(f"Full report: {details_url}", "")
+    out.add(f"{_md(failure.headline)}. Nothing was checked; fix these and push again:", "")
     for problem in failure.problems:
         where = f"`{_md(problem.file)}:{problem.line}:{problem.column}`: " if problem.file else ""
-        out.add(f"- {where}{_md(_clip(problem.text))}", what="problems")
+        out.add(f"- {where}{_md(out.clip(problem.text))}", what="problems")
     out.add("")
-    lines = out.lines
-    if out.left_out:
-        lines += [
-            f"> {out.left_out['problems']} more problems left out; run `keyfence check` to see all.",
-            "",
-        ]
+    where = full_report(details_url) if details_url else "the output of `keyfence check` for every problem"
+    lines = out.lines + out.omissions(where)
     lines.append(f"**{_md(failure_verdict(failure))}**")
     return "\n".join(lines) + "\n"

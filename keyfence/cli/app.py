@@ -310,6 +310,25 @@ def check(
             dir_okay=False,
         ),
     ] = None,
+    reports: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--report",
+            "-r",
+            metavar="FORMAT=FILE",
+            help="Also write a report in FORMAT (text, json, markdown, sarif) to FILE "
+            "(repeatable); one run writes them all, whatever the exit code.",
+        ),
+    ] = None,
+    details_url: Annotated[
+        str | None,
+        typer.Option(
+            "--details-url",
+            metavar="URL",
+            help="Where the full reports are kept (e.g. the CI run); the markdown report links "
+            "to it wherever it summarises or leaves something out.",
+        ),
+    ] = None,
     program: ProgramOption = None,
     config: ConfigOption = None,
     timeout: TimeoutOption = DEFAULT_PROGRAM_TIMEOUT,
@@ -317,17 +336,20 @@ def check(
 ) -> None:
     """Run the policy pack on what the program would declare; exit 1 on a mandatory violation.
 
-    Exit 2 (invalid spec or config, Vault error, pack failure) still writes the report asked
+    Exit 2 (invalid spec or config, Vault error, pack failure) still writes every report asked
     for, listing the problems at their spec lines, so a pull request sees them.
     """
     # Imported here so that --help and other commands never pay for loading Pulumi and gRPC.
     from ..check.failure import CheckFailure
-    from ..check.output import render_check, render_failure
+    from ..check.output import details_url as checked_url
+    from ..check.output import render_check, render_failure, report_files, write_reports
     from ..check.report import check_rich, verdict
 
     stack_config = _parse_config(config)
     spec = _spec_from_config(spec, stack_config)
-    wants_report = output is not None or fmt is not CheckFormatOption.text
+    files = report_files(reports or [], output=output, output_format=fmt.value)
+    url = checked_url(details_url) if details_url is not None else None
+    wants_report = bool(files) or fmt is not CheckFormatOption.text
     target_stack = stack or "dev"
     try:
         from ..check.runner import run_check
@@ -353,20 +375,25 @@ def check(
             failure = CheckFailure.from_error(
                 exc, stack=target_stack, spec_path=str(spec) if spec else None, offline=offline
             )
-            if output is None:
-                typer.echo(render_failure(failure, fmt.value), nl=False)
-            else:
-                _write(output, render_failure(failure, fmt.value))
+            if output is None and fmt is not CheckFormatOption.text:
+                typer.echo(render_failure(failure, fmt.value, details_url=url), nl=False)
+            try:
+                write_reports(files, lambda f: render_failure(failure, f, details_url=url))
+            except KeyfenceError as unwritten:
+                typer.echo(f"error: {unwritten}", err=True)
         raise
     _show_program_output(result.program_output)
     if _debug_requested(ctx):
         for line in result.pack_logs:
             typer.echo(f"policy pack: {line}", err=True)
-    if fmt is CheckFormatOption.text and output is None and _stdout_is_terminal():
+    if output is None and fmt is CheckFormatOption.text and _stdout_is_terminal():
         console = Console()
         console.print(check_rich(result, console.width))
-    else:
-        _emit(render_check(result, fmt.value), output, verdict(result))
+    elif output is None:
+        typer.echo(render_check(result, fmt.value, details_url=url), nl=False)
+    write_reports(files, lambda f: render_check(result, f, details_url=url))
+    if output is not None:
+        typer.echo(verdict(result))
     raise typer.Exit(result.exit_code)
 
 

@@ -1,7 +1,7 @@
 """The GitHub workflows: they parse, say what docs/pipeline.md says, and their shell steps behave.
 
 The check step's shell is run for real with a stub ``keyfence`` so the --offline fallback, the
-two report formats and the kept exit code are proven, not just grepped for.
+one run that writes every report and the kept exit code are proven, not just grepped for.
 """
 
 from __future__ import annotations
@@ -109,11 +109,31 @@ def test_pr_workflow_runs_on_pull_requests(pr: dict[str, Any]) -> None:
     assert "pull_request_target" not in pr["on"], "PR code must never run with the base repository's secrets"
 
 
-def test_check_produces_sarif_and_markdown_with_offline_fallback(pr: dict[str, Any]) -> None:
+RUN_URL = "${{ github.server_url }}/${{ github.repository }}/actions/runs/${{ github.run_id }}"
+REPORTS = {
+    "sarif": "keyfence.sarif",
+    "markdown": "keyfence.md",
+    "json": "keyfence.json",
+    "text": "keyfence.txt",
+}
+
+
+def keyfence_calls(script: str) -> list[str]:
+    """Each `keyfence` command in a run block, its backslash continuations joined."""
+    joined = script.replace("\\\n", " ")
+    return [line for line in joined.splitlines() if re.search(r"(^|/)keyfence\s", line.strip())]
+
+
+def test_check_runs_once_and_writes_every_report_with_offline_fallback(pr: dict[str, Any]) -> None:
     check = step_by_id(steps(pr, "keyfence-check"), "check")
     script = check["run"]
-    assert "--format sarif --output keyfence.sarif" in script
-    assert "--format markdown" in script
+    job_calls = [c for step in steps(pr, "keyfence-check") for c in keyfence_calls(step.get("run", ""))]
+    (call,) = job_calls  # one check run: annotations, comment and artifact agree
+    for fmt, path in REPORTS.items():
+        assert f"--report {fmt}={path}" in call, fmt
+    assert "--format" not in call and "--output" not in call
+    assert '--details-url "$RUN_URL"' in script
+    assert pr["jobs"]["keyfence-check"]["env"]["RUN_URL"] == RUN_URL
     assert "--offline" in script
     assert re.search(r'if \[ -n "\$\{VAULT_ADDR:-\}" \] && \[ -n "\$\{VAULT_TOKEN:-\}" \]', script)
     assert check["env"] == {
@@ -134,6 +154,18 @@ def test_sarif_is_uploaded_even_when_the_check_fails(pr: dict[str, Any]) -> None
     assert "always()" in upload["if"]
     assert upload["with"]["sarif_file"] == "keyfence.sarif"
     assert job["permissions"]["security-events"] == "write"
+
+
+def test_full_reports_are_an_artifact_even_when_the_check_fails(pr: dict[str, Any]) -> None:
+    job = pr["jobs"]["keyfence-check"]
+    upload = step_using(job["steps"], "actions/upload-artifact")
+    assert upload["uses"] == "actions/upload-artifact@v4"
+    assert upload["if"] == "always()"
+    assert upload["with"]["name"] == "${{ env.REPORTS_ARTIFACT }}"
+    assert job["env"]["REPORTS_ARTIFACT"] == "keyfence-reports"
+    assert set(upload["with"]["path"].split()) == set(REPORTS.values())
+    compose = next(s for s in job["steps"] if s.get("name") == "Compose the PR comment")
+    assert job["steps"].index(upload) < job["steps"].index(compose)
 
 
 def test_markdown_report_becomes_a_sticky_pr_comment(pr: dict[str, Any]) -> None:
@@ -198,11 +230,13 @@ def test_deploy_tests_then_previews_then_updates_with_the_pack(deploy: dict[str,
 
 
 STUB = """#!/usr/bin/env bash
-# Stub keyfence: records its arguments and Vault variables, writes --output, exits $STUB_CODE.
+# Stub keyfence: records its arguments and Vault variables, writes --output and every
+# --report FORMAT=FILE, exits $STUB_CODE.
 echo "ARGS $*" >> "$STUB_LOG"
 echo "ENV VAULT_ADDR=${VAULT_ADDR-<unset>} VAULT_TOKEN=${VAULT_TOKEN-<unset>}" >> "$STUB_LOG"
 while [ $# -gt 0 ]; do
   if [ "$1" = "--output" ]; then echo "report $*" > "$2"; fi
+  if [ "$1" = "--report" ]; then echo "report ${2%%=*}" > "${2#*=}"; fi
   shift
 done
 exit "${STUB_CODE:-0}"
@@ -262,13 +296,15 @@ def test_check_step_falls_back_to_offline_and_keeps_the_exit_code(
         "GITHUB_OUTPUT": str(out),
         "STUB_LOG": str(log),
         "STUB_CODE": str(code),
+        "RUN_URL": "https://github.com/acme/fleet/actions/runs/42",
     }
     result = run_step(script, stub_workdir, env)
     assert result.returncode == 0, result.stderr  # the step itself never fails; the last step does
     calls = [line.removeprefix("ARGS ") for line in log.read_text().splitlines() if line.startswith("ARGS ")]
+    reports = " ".join(f"--report {fmt}={path}" for fmt, path in REPORTS.items())
     assert calls == [
-        f"check --stack dev{' --offline' if offline else ''} --format sarif --output keyfence.sarif",
-        f"check --stack dev{' --offline' if offline else ''} --format markdown --output keyfence.md",
+        f"check --stack dev{' --offline' if offline else ''} "
+        f"--details-url https://github.com/acme/fleet/actions/runs/42 {reports}"
     ]
     envs = {line for line in log.read_text().splitlines() if line.startswith("ENV ")}
     if offline:
@@ -276,7 +312,8 @@ def test_check_step_falls_back_to_offline_and_keeps_the_exit_code(
         assert "::notice" in result.stdout
     else:
         assert envs == {f"ENV VAULT_ADDR={vault_addr} VAULT_TOKEN={vault_token}"}
-    assert (stub_workdir / "keyfence.sarif").exists() and (stub_workdir / "keyfence.md").exists()
+    for fmt, path in REPORTS.items():
+        assert (stub_workdir / path).read_text() == f"report {fmt}\n"
     got = outputs(out)
     assert got["exit-code"] == str(code)
     assert got["mode"].startswith("offline" if offline else "Vault")
@@ -287,6 +324,13 @@ def test_check_step_falls_back_to_offline_and_keeps_the_exit_code(
 def test_last_step_exits_with_the_check_code(pr: dict[str, Any], tmp_path: Path, code: str) -> None:
     result = run_step(steps(pr, "keyfence-check")[-1]["run"], tmp_path, {"CODE": code})
     assert result.returncode == int(code or 2)
+
+
+COMPOSE_ENV = {
+    "RUN_URL": "https://github.com/acme/fleet/actions/runs/42",
+    "REPORTS_ARTIFACT": "keyfence-reports",
+}
+"""What the job's env gives the compose step."""
 
 
 @pytest.mark.skipif(BASH is None, reason="needs bash")
@@ -302,11 +346,14 @@ def test_comment_names_code_and_mode_and_falls_back_without_a_report(
         "CODE": "2" if not has_report else "1",
         "MODE": "offline: test",
         "GITHUB_STEP_SUMMARY": str(summary),
+        **COMPOSE_ENV,
     }
     result = run_step(compose["run"], tmp_path, env)
     assert result.returncode == 0, result.stderr
     body = (tmp_path / "keyfence-comment.md").read_text()
     assert "exit code `" in body and "offline: test" in body
+    # The comment links to the run and names the artifact that keeps every full report.
+    assert "artifact `keyfence-reports` of [this run](https://github.com/acme/fleet/actions/runs/42)" in body
     assert ("1 mandatory violation" in body) is has_report
     assert ("No report was produced" in body) is not has_report
     assert summary.read_text() == body
@@ -320,7 +367,12 @@ def test_comment_fits_githubs_limit_and_says_when_it_was_cut(
     compose = next(s for s in steps(pr, "keyfence-check") if s.get("name") == "Compose the PR comment")
     body = ("- violation line\n" * (report_bytes // 17 + 1))[:report_bytes]
     (tmp_path / "keyfence.md").write_text(body)
-    env = {"CODE": "1", "MODE": "offline: test", "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md")}
+    env = {
+        "CODE": "1",
+        "MODE": "offline: test",
+        "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"),
+        **COMPOSE_ENV,
+    }
     result = run_step(compose["run"], tmp_path, env)
     assert result.returncode == 0, result.stderr
     comment = (tmp_path / "keyfence-comment.md").read_text()
@@ -329,3 +381,5 @@ def test_comment_fits_githubs_limit_and_says_when_it_was_cut(
         assert body in comment and "Report cut" not in comment  # a report keyfence wrote is never cut
     else:
         assert "Report cut" in comment and str(report_bytes) in comment
+        cut_note = next(line for line in comment.splitlines() if "Report cut" in line)
+        assert "`keyfence-reports` artifact" in cut_note and COMPOSE_ENV["RUN_URL"] in cut_note

@@ -21,13 +21,13 @@ from typer.testing import CliRunner
 
 from keyfence.check import runner as check_module
 from keyfence.check.harness import collect
-from keyfence.check.output import render_check
+from keyfence.check.output import ReportFile, render_check, write_reports
 from keyfence.check.report import CHECK_FORMATS, check_rich, plan_json
 from keyfence.check.results import PlannedResource, PlanResult
 from keyfence.check.runner import _result, process_rows
 from keyfence.check.verdict import Analysis, PolicyMeta, Violation
 from keyfence.cli.app import app
-from keyfence.errors import EXIT_INVALID, EXIT_OK, EXIT_VIOLATION
+from keyfence.errors import EXIT_INVALID, EXIT_OK, EXIT_VIOLATION, KeyfenceError
 from keyfence.fleet import NOT_FETCHED, declare_fleet
 from keyfence.spec import load_spec, locate, parse_yaml
 from tests.fleet_fixtures import EXAMPLE_SPEC, ROOT, canary_strings, example_spec, resolved_keys
@@ -305,6 +305,108 @@ def test_output_file_gets_the_report_and_stdout_the_verdict(tmp_path: Path) -> N
     assert result.stdout.startswith("PASSED:") and result.stdout.count("\n") == 1
 
 
+REPORT_FILES = {"text": "report.txt", "json": "report.json", "markdown": "report.md", "sarif": "report.sarif"}
+
+
+def report_args(folder: Path) -> list[str]:
+    return [arg for fmt, name in REPORT_FILES.items() for arg in ("--report", f"{fmt}={folder / name}")]
+
+
+def assert_reports(folder: Path, verdict: str, heading: str) -> dict[str, Any]:
+    """Every report file is there, each of its own format, and all tell the same verdict."""
+    report = json.loads((folder / REPORT_FILES["json"]).read_text())
+    assert report["verdict"].startswith(verdict)
+    sarif: dict[str, Any] = json.loads((folder / REPORT_FILES["sarif"]).read_text())
+    jsonschema.validate(sarif, SARIF_SUBSET)
+    assert sarif["runs"][0]["properties"]["verdict"] == report["verdict"]
+    markdown = (folder / REPORT_FILES["markdown"]).read_text()
+    assert markdown.startswith(heading) and markdown.rstrip().endswith(f"**{report['verdict']}**")
+    text = (folder / REPORT_FILES["text"]).read_text()
+    assert "\x1b[" not in text and text.rstrip().splitlines()[-1] == report["verdict"]
+    return sarif
+
+
+@pytest.mark.parametrize("outcome", ["pass", "violation"])
+def test_one_run_writes_every_report(tmp_path: Path, outcome: str) -> None:
+    spec = EXAMPLE_SPEC if outcome == "pass" else write(tmp_path, "fleet.yaml", FORBIDDEN_SPEC)
+    result = check(*report_args(tmp_path), spec=spec)
+    assert result.exit_code == (EXIT_OK if outcome == "pass" else EXIT_VIOLATION), result.stderr
+    if outcome == "pass":
+        assert_reports(tmp_path, "PASSED", "## ✅ keyfence check passed")
+    else:
+        sarif = assert_reports(tmp_path, "FAILED", "## ❌ keyfence check failed: 1 mandatory violation")
+        [bad] = [r for r in sarif["runs"][0]["results"] if r["ruleId"] == "mandatory-forbidden-registry"]
+        assert bad["locations"][0]["physicalLocation"]["region"]["startLine"] == 9
+    # stdout is what it would be without --report: the plain text report, ending with the verdict.
+    assert result.stdout == (tmp_path / REPORT_FILES["text"]).read_text()
+
+
+def test_report_adds_to_format_and_output(tmp_path: Path) -> None:
+    main = tmp_path / "main.sarif"
+    result = check("--format", "sarif", "--output", str(main), "--report", f"JSON={tmp_path / 'r.json'}")
+    assert result.exit_code == EXIT_OK, result.stderr
+    assert result.stdout.startswith("PASSED:") and result.stdout.count("\n") == 1
+    assert json.loads(main.read_text())["version"] == "2.1.0"
+    assert json.loads((tmp_path / "r.json").read_text())["ok"] is True
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--report", "pdf=out.pdf"], "--report pdf=out.pdf: unknown report format 'pdf'"),
+        (["--report", "out.sarif"], "--report out.sarif: expected FORMAT=FILE"),
+        (["--report", "json="], "--report json=: expected FORMAT=FILE"),
+        (
+            ["--report", "json=same", "--report", "text=same"],
+            "--report json=same and --report text=same name the same file same",
+        ),
+        (
+            ["--output", "same", "--report", "json=./same"],
+            "--output same and --report json=./same name the same file",
+        ),
+        (
+            ["--report", "json=missing/r.json"],
+            "--report json=missing/r.json: cannot write the report: folder",
+        ),
+        (["--report", "json=."], "--report json=.: cannot write the report: . is a folder"),
+        (
+            ["--details-url", "javascript:alert(1)"],
+            "--details-url 'javascript:alert(1)': expected an http(s) URL",
+        ),
+    ],
+    ids=[
+        "unknown-format",
+        "no-equals",
+        "no-file",
+        "duplicate",
+        "duplicate-output",
+        "no-folder",
+        "folder",
+        "url",
+    ],
+)
+def test_report_options_are_checked_before_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], expected: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = check(*args)
+    assert result.exit_code == EXIT_INVALID
+    assert f"error: {expected}" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert result.stdout == ""  # nothing ran, nothing reported
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_report_that_fails_to_write_does_not_stop_the_others(tmp_path: Path) -> None:
+    gone = ReportFile("json", tmp_path / "removed" / "r.json", "--report json=removed/r.json")
+    kept = ReportFile("text", tmp_path / "r.txt", "--report text=r.txt")
+    with pytest.raises(KeyfenceError) as caught:
+        write_reports([gone, kept], lambda fmt: f"{fmt} body\n")
+    assert kept.path.read_text() == "text body\n"
+    assert caught.value.exit_code == EXIT_INVALID
+    assert caught.value.problems[0].startswith("--report json=removed/r.json: ")
+
+
 def test_policy_pack_config_reaches_the_pack(tmp_path: Path) -> None:
     config = write(tmp_path, "config.json", json.dumps({"config-echo": {"greeting": "hej"}}))
     report = json.loads(check("--format", "json", "--policy-pack-config", config).stdout)
@@ -466,10 +568,7 @@ def test_reports_never_show_key_material_even_when_declarations_hold_it() -> Non
                 EXAMPLE_SPEC,
                 "dev",
                 False,
-                [
-                    PlannedResource(r.type, r.name, r.urn, r.parent, r.inputs())
-                    for r in collected.resources
-                ],
+                [PlannedResource(r.type, r.name, r.urn, r.parent, r.inputs()) for r in collected.resources],
             )
         )
     )

@@ -14,7 +14,14 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from keyfence.check.markdown import GITHUB_COMMENT_LIMIT, MARKDOWN_BUDGET, check_markdown
+from keyfence.check.failure import CheckFailure, Problem
+from keyfence.check.markdown import (
+    FULL_REPORT_HINT,
+    GITHUB_COMMENT_LIMIT,
+    MARKDOWN_BUDGET,
+    check_markdown,
+    failure_markdown,
+)
 from keyfence.check.results import CheckResult, Finding, ProcessRow
 from keyfence.check.verdict import PolicyMeta, Violation
 from keyfence.cli.app import app
@@ -139,6 +146,31 @@ def test_exit_2_writes_the_requested_report_with_the_spec_locations(tmp_path: Pa
         assert f"{spec}:9:9" in body
 
 
+RUN = "https://github.com/acme/fleet/actions/runs/42"
+
+
+def test_exit_2_writes_every_requested_report_from_one_run(tmp_path: Path) -> None:
+    spec = tmp_path / "fleet.yaml"
+    spec.write_text(INVALID)
+    files = {fmt: tmp_path / f"report.{fmt}" for fmt in FORMATS}
+    reports = [arg for fmt, path in files.items() for arg in ("--report", f"{fmt}={path}")]
+    result = invoke("check", "--offline", "--spec", str(spec), "--details-url", RUN, *reports)
+    assert result.exit_code == EXIT_INVALID
+    assert "replicas" in result.stderr and result.stdout == ""
+    sarif = json.loads(files["sarif"].read_text())
+    [run] = sarif["runs"]
+    assert run["invocations"][0]["executionSuccessful"] is False
+    (item,) = run["results"]
+    location = item["locations"][0]["physicalLocation"]
+    assert Path(location["artifactLocation"]["uri"]).name == "fleet.yaml"
+    assert location["region"] == {"startLine": 9, "startColumn": 9} and item["level"] == "error"
+    report = json.loads(files["json"].read_text())
+    assert report["exit_code"] == EXIT_INVALID and report["problems"][0]["line"] == 9
+    markdown = files["markdown"].read_text()
+    assert "could not run" in markdown and f"{spec}:9:9" in markdown and f"Full report: {RUN}" in markdown
+    assert f"{spec}:9:9" in files["text"].read_text()
+
+
 # --------------------------------------------------------------------------- violation locations
 
 
@@ -253,6 +285,49 @@ def test_too_many_violations_are_counted_and_the_full_report_named() -> None:
 def test_a_huge_single_message_is_clipped_not_the_report() -> None:
     body = check_markdown(big_result(3, 1, message_chars=200_000))
     assert len(body.encode()) <= MARKDOWN_BUDGET and "### Fleet" in body
+    note = next(line for line in body.splitlines() if line.startswith("> "))
+    assert "1 long message shortened" in note and "--format text" in note
+
+
+def omission_note(body: str) -> str:
+    return next(line for line in body.splitlines() if line.startswith("> Left out"))
+
+
+def test_a_cut_report_links_the_full_report_wherever_it_left_something_out() -> None:
+    result = big_result(600, 2000, message_chars=600)
+    body = check_markdown(result, details_url=RUN)
+    assert len(body.encode()) <= MARKDOWN_BUDGET
+    assert f"Full report: {RUN}" in "\n".join(body.splitlines()[:8])  # at the top
+    assert omission_note(body).endswith(f"See the full report: {RUN}.")
+    assert f"every process is in the full report: {RUN}" in body  # the summarised fleet
+    assert body.rstrip().splitlines()[-1].startswith("**FAILED: 2000 mandatory")
+
+    without = check_markdown(result)
+    assert "http" not in without
+    assert omission_note(without).endswith(f"See {FULL_REPORT_HINT}.")
+    assert "`keyfence check --format text` lists every process" in without
+
+
+def test_a_forced_small_budget_still_names_what_was_left_out_and_where() -> None:
+    body = check_markdown(big_result(30, 50), details_url=RUN, budget=8_000)
+    assert len(body.encode()) <= 8_000
+    note = omission_note(body)
+    assert re.search(r"\d+ violations", note) and RUN in note
+
+
+def test_exit_2_comment_with_many_problems_links_the_full_report() -> None:
+    failure = CheckFailure(
+        "dev",
+        "fleet.yaml",
+        True,
+        "invalid spec",
+        [Problem("x" * 300, "fleet.yaml", i, 1) for i in range(1, 500)],
+    )
+    body = failure_markdown(failure, details_url=RUN, budget=20_000)
+    assert len(body.encode()) <= 20_000 and f"Full report: {RUN}" in body
+    assert re.search(rf"Left out .*: \d+ problems. See the full report: {re.escape(RUN)}\.", body)
+    without = failure_markdown(failure, budget=20_000)
+    assert "http" not in without and "the output of `keyfence check` for every problem" in without
 
 
 def test_plan_is_stable_and_shows_whole_numbers_as_integers() -> None:
