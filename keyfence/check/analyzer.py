@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent import futures
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal, cast
 
@@ -546,16 +547,46 @@ def analyze_in(
 ) -> Analysis:
     """Connect to a spawned pack, configure it, analyze ``resources``; the session is closed after."""
     try:
-        session.connect()
-        info, policies, initial = session.get_info()
-        effective = reconcile_config(
-            policies, initial, [(base_config or {}, False), (config or {}, True)], source=config_source
+        configured = configure_session(
+            session, config=config, base_config=base_config, config_source=config_source
         )
-        session.configure(effective)
-        pack_name = info.name or session.name
-        violations = session.analyze(resources, pack_name)
-        version = session.project_file.version or info.version
+        violations = session.analyze(resources, configured.pack_name)
     finally:
         session.close()
-    # Read after the session closed: by then every line the pack wrote has been collected.
-    return Analysis(pack_name, version, policies, effective, violations, session.logs)
+    return configured.analysis(session, violations)
+
+
+@dataclass(frozen=True)
+class Configured:
+    """A connected pack, configured as the CLI configures it: what an Analysis is built from."""
+
+    pack_name: str
+    version: str
+    policies: list[PolicyMeta]
+    effective: dict[str, PolicyConfig]
+
+    def analysis(self, session: PolicyPackSession, violations: list[Violation]) -> Analysis:
+        """The run's result; call after ``session.close()``, when every line the pack wrote is in."""
+        return Analysis(self.pack_name, self.version, self.policies, self.effective, violations, session.logs)
+
+
+def configure_session(
+    session: PolicyPackSession,
+    *,
+    config: ConfigLayer | None = None,
+    base_config: ConfigLayer | None = None,
+    config_source: str = "policy pack config",
+) -> Configured:
+    """Connect to a spawned pack, read its policies and send it the reconciled config.
+
+    ``config`` is the user's (naming an unknown policy is an error); ``base_config`` sits under
+    it and quietly skips policies this pack does not have. Raises PolicyPackError or KeyfenceError.
+    """
+    session.connect()
+    info, policies, initial = session.get_info()
+    effective = reconcile_config(
+        policies, initial, [(base_config or {}, False), (config or {}, True)], source=config_source
+    )
+    session.configure(effective)
+    version = session.project_file.version or info.version
+    return Configured(info.name or session.name, version, policies, effective)

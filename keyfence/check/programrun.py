@@ -18,13 +18,12 @@ import contextlib
 import dataclasses
 import json
 import os
-import queue
 import signal
 import subprocess
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,30 +136,6 @@ def _options_json(options: ProgramOptions) -> str:
             "vault": dataclasses.asdict(options.vault) if options.vault is not None else None,
         }
     )
-
-
-class ResourceStream:
-    """Registrations as they happen, for a policy pack to analyse while the program still runs.
-
-    The engine analyses each registration as it arrives, too; the verdict still waits for
-    the program to complete (the harness raises otherwise, and the analysis is dropped).
-    """
-
-    _END: Final = object()
-
-    def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
-
-    def put(self, resource: RegisteredResource) -> None:
-        self._queue.put(resource)
-
-    def close(self) -> None:
-        self._queue.put(self._END)
-
-    def __iter__(self) -> Iterator[RegisteredResource]:
-        while (item := self._queue.get()) is not self._END:
-            assert isinstance(item, RegisteredResource)
-            yield item
 
 
 def run_program(

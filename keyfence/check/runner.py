@@ -22,10 +22,11 @@ from ..keys import Mode, resolve_keys
 from ..program import CONFIG_NAMESPACE, SPEC_KEY, ProgramOptions
 from ..spec import FleetSpec, Location, load_spec, locate, parse_yaml
 from ..vault import VaultSettings
-from .analyzer import PolicyPackSession, analyze_in
+from .analyzer import PolicyPackSession
 from .facts import KeyFacts, offline_facts, vault_facts
 from .harness import Collected, RegisteredResource
 from .packconfig import ConfigEntry, ConfigLayer, load_policy_config
+from .pipeline import check_overlapped
 from .programrun import DEFAULT_TIMEOUT, ProgramRun, run_program
 from .results import OFFLINE_NOTE, CheckResult, Finding, PlannedResource, PlanResult, ProcessRow
 from .target import (
@@ -219,15 +220,16 @@ def run_check(
     mode: Mode = "offline" if offline else "check"
     # Loaded for the report, and first: an invalid spec is named before any process starts.
     spec = load_spec(spec_file)
-    # The pack's interpreter boots (most of a second) while the check reads the key facts the
-    # pack is told (itself, never from the program, which must not be able to change the
-    # verdict) and while the program runs in its own process. The facts come first: a Vault
-    # that fails stops the check before any program runs.
+    # The pack's interpreter boots (most of a second) while the program starts in its own
+    # process. Meanwhile the check reads the key facts the pack is told (itself, never from the
+    # program, which must not be able to change the verdict), configures the pack with them,
+    # and has it analyse each registration as the program makes it (keyfence.check.pipeline).
     session = PolicyPackSession(pack_dir, project=project, stack=stack)
     session.spawn_and_close_on_error()
-    try:
-        facts = key_facts(spec, mode, vault_settings, f"{organization}/{project}/{stack}")
-        collected = collect_program(
+    checked = check_overlapped(
+        session,
+        read_facts=lambda: key_facts(spec, mode, vault_settings, f"{organization}/{project}/{stack}"),
+        run_program=lambda on_resource: collect_program(
             spec_file,
             mode=mode,
             stack=stack,
@@ -238,19 +240,14 @@ def run_check(
             spec=spec,
             organization=organization,
             timeout=timeout,
-        )
-    except BaseException:
-        session.close()
-        raise
-    analysis = analyze_in(
-        session,
-        collected.resources,
+            on_resource=on_resource,
+        ),
+        base_config=lambda facts: pack_base_config(facts, offline=offline),
         config=user_config,
-        base_config=pack_base_config(facts, offline=offline),
         config_source=str(policy_pack_config) if policy_pack_config is not None else "policy pack config",
     )
-    result = _result(spec_file, stack, offline, spec, collected, analysis)
-    result.notes.extend(facts.notes)
+    result = _result(spec_file, stack, offline, spec, checked.collected, checked.analysis)
+    result.notes.extend(checked.facts.notes)
     return result
 
 

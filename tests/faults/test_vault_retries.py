@@ -81,7 +81,10 @@ def test_fails_when_the_budget_is_spent(
         fault_env.setenv("VAULT_ADDR", proxy.addr)
         message = surface.fails(fleet.spec, says.format(addr=proxy.addr), "(3 attempts)")
     assert fleet.ref("executor") in message or fleet.ref("feed") in message
-    assert max(attempts_per_path(proxy).values()) == 3, "no path was asked for more than the budget"
+    # keyfence check reads key metadata and the ledger for the pack's facts while the program
+    # reads them too: two readers, each within its own budget.
+    readers = 2 if surface.mode == "check" else 1
+    assert max(attempts_per_path(proxy).values()) <= 3 * readers, "no reader asked for more than the budget"
 
 
 @pytest.mark.parametrize("budget", [1, 2, 6])
@@ -101,7 +104,8 @@ def test_the_budget_is_keyfence_vault_retries(
         fault_env.setenv("VAULT_ADDR", proxy.addr)
         tries = f"({budget} attempts)" if budget > 1 else "HTTP 503: injected by FaultProxy; check"
         surface.fails(fleet.spec, f"Vault at {proxy.addr} failed", tries)
-    assert max(attempts_per_path(proxy).values()) == budget
+    readers = 2 if surface.mode == "check" else 1
+    assert budget <= max(attempts_per_path(proxy).values()) <= budget * readers
 
 
 def test_default_budget_is_four_attempts(
