@@ -21,7 +21,9 @@ from requests.adapters import HTTPAdapter
 
 from keyfence.keys import (
     METADATA_FINGERPRINT,
+    METADATA_FINGERPRINT_VERSION,
     METADATA_PERMISSIONS,
+    METADATA_SECRET_FINGERPRINT,
     METADATA_SUBACCOUNT,
     METADATA_VENUE,
 )
@@ -40,13 +42,15 @@ BENCH_STACK: Final = "organization/keyfence/dev"
 """The stack ``keyfence check`` runs as in the benchmark (its defaults)."""
 
 
-def custom_metadata(process: BenchProcess) -> dict[str, str]:
-    """The custom metadata ``keyfence keys register`` would write for this key."""
+def custom_metadata(process: BenchProcess, version: int) -> dict[str, str]:
+    """The custom metadata ``keyfence keys register`` would write for this key's ``version``."""
     return {
         METADATA_SUBACCOUNT: process.subaccount.name,
         METADATA_VENUE: process.subaccount.venue,
         METADATA_PERMISSIONS: format_permissions(process.permissions),
         METADATA_FINGERPRINT: process.material.fingerprint,
+        METADATA_SECRET_FINGERPRINT: process.material.secret_fingerprint,
+        METADATA_FINGERPRINT_VERSION: str(version),
         METADATA_REGISTERED_AT: REGISTERED_AT,
     }
 
@@ -62,14 +66,14 @@ def client(addr: str, token: str, *, concurrency: int = DEFAULT_CONCURRENCY) -> 
 def seed_one(vault: hvac.Client, fleet: Fleet, process: BenchProcess) -> None:
     """Write one key's current version and its metadata (check-and-set required, as keyfence sets)."""
     kv = vault.secrets.kv.v2
-    kv.create_or_update_secret(
+    written = kv.create_or_update_secret(
         path=process.key_path,
         secret={API_KEY_FIELD: process.material.api_key, API_SECRET_FIELD: process.material.api_secret},
         mount_point=fleet.mount,
     )
     kv.update_metadata(
         path=process.key_path,
-        custom_metadata=custom_metadata(process),
+        custom_metadata=custom_metadata(process, int(written["data"]["version"])),
         cas_required=True,
         delete_version_after=None,
         mount_point=fleet.mount,

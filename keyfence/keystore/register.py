@@ -13,6 +13,7 @@ from ..keys import (
     METADATA_FINGERPRINT,
     METADATA_FINGERPRINT_VERSION,
     METADATA_PERMISSIONS,
+    METADATA_SECRET_FINGERPRINT,
     METADATA_SUBACCOUNT,
     METADATA_VENUE,
 )
@@ -47,6 +48,7 @@ KEYFENCE_METADATA: tuple[str, ...] = (
     METADATA_VENUE,
     METADATA_PERMISSIONS,
     METADATA_FINGERPRINT,
+    METADATA_SECRET_FINGERPRINT,
     METADATA_FINGERPRINT_VERSION,
     METADATA_REGISTERED_AT,
 )
@@ -347,6 +349,9 @@ def register_key(
         METADATA_VENUE: registration.venue,
         METADATA_PERMISSIONS: perms.format_permissions(registration.permissions),
         METADATA_FINGERPRINT: fingerprint,
+        # The secret's identity too, so the check recognises a copy of the secret alone without
+        # ever reading key material (a CI token may read metadata only).
+        METADATA_SECRET_FINGERPRINT: material.secret_fingerprint,
         METADATA_FINGERPRINT_VERSION: str(version),
         METADATA_REGISTERED_AT: iso_utc(now()),
     }

@@ -244,6 +244,8 @@ def test_register_writes_material_and_metadata(client: KV2Client, vault_prefix: 
         "venue": "futures",
         "permissions": "general-full",
         "fingerprint": done.fingerprint,
+        # The secret's identity, so keyfence check never reads material to recognise a copy of it.
+        "secret_fingerprint": material.secret_fingerprint,
         "fingerprint_version": "1",
     }
     assert metadata.cas_required is True
