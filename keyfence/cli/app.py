@@ -18,7 +18,7 @@ from typing import Annotated, Any, Final
 
 import typer
 from rich.console import Console
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from ..errors import EXIT_INVALID, KeyfenceError
 from .keys import app as keys_app
@@ -69,8 +69,30 @@ class _VaultNotices(logging.Handler):
         typer.echo(f"{record.levelname.lower()}: {message}", err=True)
 
 
+def _words_as_metavars(command: Any) -> None:
+    """Every value shown as a word (``--timeout SECONDS``), never as Typer's ``<float range>``/``<str>``.
+
+    An option without a metavar takes its own name; an argument already shows its metavar, so the
+    type Typer appends after it is dropped. Applied to the whole tree, so a new option cannot miss it.
+    """
+    for param in command.params:
+        if isinstance(param, TyperOption) and not param.is_flag and not param.count and param.metavar is None:
+            param.metavar = (param.opts[-1] if param.opts else param.name or "value").lstrip("-").upper()
+        elif isinstance(param, TyperArgument):
+            setattr(param, "display_type_rich", lambda ctx: None)  # noqa: B010 (Typer's hook, per instance)
+    if isinstance(command, TyperGroup):
+        for child in command.commands.values():
+            _words_as_metavars(child)
+
+
 class KeyfenceGroup(TyperGroup):
     """The root group: turns every error raised below it into a message and an exit code."""
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            _words_as_metavars(command)
+        return command
 
     def invoke(self, ctx: Any) -> Any:
         notices = _VaultNotices(ctx)
@@ -229,6 +251,7 @@ TimeoutOption = Annotated[
     float,
     typer.Option(
         "--timeout",
+        metavar="SECONDS",
         help="Seconds the program may run before it is stopped and the check fails (exit 2).",
         min=1.0,
     ),
@@ -460,7 +483,9 @@ def vault_policies(
     stack: StackOption = None,
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="Write the policies to this file.", dir_okay=False),
+        typer.Option(
+            "--output", "-o", metavar="FILE", help="Write the policies to this file.", dir_okay=False
+        ),
     ] = None,
     debug: DebugOption = False,
 ) -> None:

@@ -95,7 +95,15 @@ def _copy_findings(index: StackIndex) -> Iterator[Finding]:
         seen.add(marker)
         owner = _owner(copy.key, homes, holders)
         where = where_in_words(copy, by_urn)
-        if copy.route:
+        if copy.via is not None:
+            yield Finding(
+                f"{copy.ref} reaches {copy.via} in {where}; {owner}. A secrets operator, replicator or "
+                "reflector following it delivers the key a second time, outside the process's key Secret, "
+                f"and whatever receives it can sign beside the process: {NONCE}. Remove it; keyfence "
+                "delivers each key through its process's key Secret only.",
+                copy.urn,
+            )
+        elif copy.route:
             yield Finding(
                 f"{copy.ref} names {copy.key.describe()} by its Vault path in {where}; {owner}. A secrets "
                 "operator, CSI provider or Vault Agent following this reference delivers the key a second "

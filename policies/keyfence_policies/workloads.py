@@ -31,6 +31,7 @@ from .objects import DEFAULT_NAMESPACE, ProviderRef, StackObject, expand
 from .podspec import Container, PodSpec, SecretRef, find_pod_specs, read_pod_spec
 from .props import Node, Problems
 from .rbac import Rbac
+from .routes import by_name, key_secret_names, sweeps
 from .scan import Hit, Scanner
 
 AGENT_PREFIX: Final = "vault.hashicorp.com/agent-inject"
@@ -96,6 +97,8 @@ class Copy:
     key: Key
     hit: Hit
     route: bool = False
+    via: str | None = None
+    """For a route found by ``routes``: what the resource names that leads to the key, in words."""
 
 
 @dataclass
@@ -416,6 +419,25 @@ class _Builder:
                 for destination in destinations(obj):
                     self._synced(obj, destination, hit.key, own=delivery)
 
+    def routes(self) -> None:
+        """Routes to a key by a swept Vault folder or by its Secret's name (``routes``)."""
+        book, names = self.index.book, key_secret_names(self.index.key_secrets())
+        for obj, record in self.objects:
+            if isinstance(record, Workload) or (isinstance(record, SecretInfo) and record.is_key):
+                continue
+            for route in [*sweeps(obj, book), *by_name(obj, names)]:
+                hit = Hit(route.key, "path", route.where)
+                self.index.copies.append(Copy(obj.ref, obj.urn, route.key, hit, route=True, via=route.via))
+                if isinstance(record, SecretInfo) and record.kind == "Secret":
+                    # A replicator or reflector fills this Secret with the key it names.
+                    record.is_key, record.key = True, record.key or route.key
+                    record.origin = record.origin or f"copied by what follows its {route.where}"
+                    if route.key not in record.held:
+                        record.held.append(route.key)
+                elif record is None:
+                    for destination in destinations(obj):
+                        self._synced(obj, destination, route.key)
+
     def _synced(self, obj: StackObject, name: str, key: Key, *, own: bool = False) -> None:
         """A Secret a secrets operator writes from Vault: it holds the key whether declared or not.
 
@@ -495,6 +517,7 @@ def build_index(resources: Iterable[object], config: PackConfig) -> StackIndex:
     builder.subaccount_namespaces()
     for obj, record in builder.objects:
         builder.scan(obj, record)
+    builder.routes()
     builder.homes()
     for workload in builder.index.workloads:
         builder.resolve(workload)

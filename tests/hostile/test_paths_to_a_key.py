@@ -53,6 +53,22 @@ def pod(volume_secret: str | None = None, **container: Any) -> dict[str, Any]:
     return spec
 
 
+def external_secret(name: str, store_kind: str, data_from: dict[str, Any]) -> RegisteredResource:
+    """An ExternalSecret in namespace tools, fetching ``data_from`` into a Secret of its own name."""
+    return resource(
+        "kubernetes:external-secrets.io/v1:ExternalSecret",
+        name,
+        {
+            "metadata": {"name": name, "namespace": "tools"},
+            "spec": {
+                "secretStoreRef": {"kind": store_kind, "name": "store"},
+                "target": {"name": name},
+                "dataFrom": [data_from],
+            },
+        },
+    )
+
+
 def attacks(executor_secret: str) -> dict[str, RegisteredResource]:
     api_key, api_secret = (lambda m: (m.api_key, m.api_secret))(canary_material(EXECUTOR))
     meta = {"namespace": "momentum"}
@@ -123,6 +139,59 @@ def attacks(executor_secret: str) -> dict[str, RegisteredResource]:
             "stray",
             {"metadata": {"name": "stray", **meta}, "spec": {"template": {"spec": pod("executor-key-v9")}}},
         ),
+        # Routes that name neither the key's material nor its exact Vault path.
+        "folder-sweep": external_secret(
+            "sweep", "ClusterSecretStore", {"find": {"path": "kraken/momentum", "name": {"regexp": ".*"}}}
+        ),
+        "mount-sweep": resource(
+            "kubernetes:external-secrets.io/v1:ClusterExternalSecret",
+            "everything",
+            {
+                "metadata": {"name": "everything"},
+                "spec": {
+                    "namespaceSelectors": [{"matchLabels": {"team": "tools"}}],
+                    "externalSecretSpec": {
+                        "secretStoreRef": {"kind": "ClusterSecretStore", "name": "vault"},
+                        "dataFrom": [{"find": {"tags": {"subaccount": "momentum"}}}],
+                    },
+                },
+            },
+        ),
+        "replicator": resource(
+            "kubernetes:core/v1:Secret",
+            "replica",
+            {
+                "metadata": {
+                    "name": "replica",
+                    "namespace": "tools",
+                    "annotations": {
+                        "replicator.v1.mittwald.de/replicate-from": f"momentum/{executor_secret}"
+                    },
+                },
+            },
+        ),
+        # External Secrets' Kubernetes provider reading the key Secret by its name.
+        "kubernetes-store": external_secret("mirror", "SecretStore", {"extract": {"key": executor_secret}}),
+        "push-secret": resource(
+            "kubernetes:external-secrets.io/v1alpha1:PushSecret",
+            "push",
+            {
+                "metadata": {"name": "push", **meta},
+                "spec": {
+                    "secretStoreRefs": [{"kind": "ClusterSecretStore", "name": "elsewhere"}],
+                    "selector": {"secret": {"name": executor_secret}},
+                    "data": [{"match": {"secretKey": "api_secret", "remoteRef": {"remoteKey": "x/y"}}}],
+                },
+            },
+        ),
+        "reads-sweep": resource(
+            "kubernetes:apps/v1:Deployment",
+            "sweeper",
+            {
+                "metadata": {"name": "sweeper", "namespace": "tools"},
+                "spec": {"template": {"spec": pod("sweep")}},
+            },
+        ),
     }
 
 
@@ -170,6 +239,12 @@ def test_the_deployed_fleet_alone_passes() -> None:
         "role",
         "vault-route",
         "undeclared",
+        "folder-sweep",
+        "mount-sweep",
+        "replicator",
+        "kubernetes-store",
+        "push-secret",
+        "reads-sweep",
     ],
 )
 def test_each_attack_is_a_mandatory_violation_naming_it(deployed: DeployedStack, attack: str) -> None:
