@@ -7,7 +7,10 @@ six parses and six indexes of thousands of resources. For the ``pulumi_policy`` 
 listed in :data:`SUPPORTED_VERSIONS`, :func:`install` swaps in a servicer that parses the
 request once, hands every policy the same :class:`SharedResources` list, and lets them share
 what they derive from it (:func:`derived`). Its ``Analyze`` answers at once when the pack has
-no resource policy: the Pulumi CLI calls it for every resource all the same, so the call stays.
+no resource policy (the Pulumi CLI calls it for every resource all the same, so the call stays),
+after parsing the resource's properties: AnalyzeStack, which the engine sends once the program
+completed, then reuses every parse whose properties arrive byte for byte unchanged, so most of
+the parsing happens while the program still runs.
 
 On any other ``pulumi_policy`` version (or with ``KEYFENCE_POLICY_PUBLIC_PATH=1``) nothing is
 swapped and the SDK's public path runs unchanged; a test runs the real pack both ways and
@@ -93,6 +96,34 @@ def install() -> bool:
     return True
 
 
+def _parse(properties: Any) -> Any:
+    """A ``properties`` Struct as the SDK hands it to a policy (``PolicyResource.props``)."""
+    return _internal.unknown_checking_proxy(
+        _internal.deserialize_properties(_internal.json_format.MessageToDict(properties))
+    )
+
+
+class _Parsed:
+    """One resource's properties as an Analyze call brought them: the exact bytes and the parse.
+
+    AnalyzeStack reuses the parse only for properties byte for byte equal (deterministic
+    serialisation), so a resource whose inputs differ between the two calls is parsed again.
+    """
+
+    __slots__ = ("_wire", "value")
+
+    def __init__(self, wire: bytes, value: Any) -> None:
+        self._wire = wire
+        self.value = value
+
+    @classmethod
+    def of(cls, properties: Any) -> _Parsed:
+        return cls(properties.SerializeToString(deterministic=True), _parse(properties))
+
+    def describes(self, properties: Any) -> bool:
+        return bool(self._wire == properties.SerializeToString(deterministic=True))
+
+
 def _servicer_class(base: Any) -> Any:
     """The supported servicer, subclassed: built only once the version guard has passed.
 
@@ -105,19 +136,34 @@ def _servicer_class(base: Any) -> Any:
             return list(self._PolicyAnalyzerServicer__policies)
 
         def Analyze(self, request: Any, context: Any) -> Any:
-            if not any(isinstance(p, sdk.ResourceValidationPolicy) for p in self._policies()):
-                return _internal.proto.AnalyzeResponse()
-            return super().Analyze(request, context)
+            policies = self._policies()
+            if any(isinstance(p, sdk.ResourceValidationPolicy) for p in policies):
+                return super().Analyze(request, context)
+            if any(isinstance(p, sdk.StackValidationPolicy) for p in policies):
+                # Parsed now, while the program still registers, for AnalyzeStack to reuse.
+                self._parsed_by_urn()[request.urn] = _Parsed.of(request.properties)
+            return _internal.proto.AnalyzeResponse()
+
+        def _parsed_by_urn(self) -> dict[str, _Parsed]:
+            parsed: dict[str, _Parsed] | None = getattr(self, "_keyfence_parsed", None)
+            if parsed is None:
+                parsed = {}
+                self._keyfence_parsed: dict[str, _Parsed] = parsed
+            return parsed
 
         def _stack_resources(self, request: Any) -> SharedResources:
             """The request's resources as ``PolicyResource`` objects, linked as the SDK links them."""
             resources: list[sdk.PolicyResource] = []
             links: list[tuple[sdk.PolicyResource, str, list[str], dict[str, list[str]]]] = []
+            early = self._parsed_by_urn()
+            self._keyfence_parsed = {}
             for r in request.resources:
-                plain = _internal.deserialize_properties(_internal.json_format.MessageToDict(r.properties))
+                seen = early.get(r.urn)
+                reused = seen is not None and seen.describes(r.properties)
+                props = seen.value if seen is not None and reused else _parse(r.properties)
                 resource = sdk.PolicyResource(
                     r.type,
-                    _internal.unknown_checking_proxy(plain),
+                    props,
                     r.urn,
                     r.name,
                     self._get_resource_options(r),

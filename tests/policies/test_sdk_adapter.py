@@ -96,6 +96,32 @@ def test_the_adapter_answers_analyze_without_work_when_the_pack_has_no_resource_
     assert list(servicer.Analyze(request, None).diagnostics) == []
 
 
+def _analyze_each(servicer: Any, items: list[tuple[str, dict[str, Any], str]]) -> None:
+    """Analyze calls for ``items``, as the engine sends them before AnalyzeStack."""
+    for analyzed in _request(items).resources:
+        request = proto.AnalyzeRequest(type=analyzed.type, urn=analyzed.urn, name=analyzed.name)
+        request.properties.CopyFrom(analyzed.properties)
+        assert list(servicer.Analyze(request, None).diagnostics) == []
+
+
+def test_analyze_time_parses_are_reused_only_for_unchanged_properties() -> None:
+    """Analyze parses each resource early; AnalyzeStack must still judge the properties it is sent."""
+    args = ("keyfence", "0.1.0", build_policies(), EnforcementLevel.MANDATORY)
+    expected = _verdicts(_PolicyAnalyzerServicer(*args), _request(_broken_stack()), {})
+    assert {v[0] for v in expected} >= {"single-writer-per-key", "no-duplicate-key-assignment"}
+
+    unchanged = sdk_adapter._servicer_class(_PolicyAnalyzerServicer)(*args)
+    _analyze_each(unchanged, _broken_stack())
+    assert len(unchanged._parsed_by_urn()) == len(_broken_stack()), "every resource parsed at Analyze"
+    assert _verdicts(unchanged, _request(_broken_stack()), {}) == expected
+    assert unchanged._parsed_by_urn() == {}, "the early parses are dropped once the stack was analysed"
+
+    # Analyze saw a clean stack; AnalyzeStack is sent the broken one: its verdicts, not the early ones.
+    changed = sdk_adapter._servicer_class(_PolicyAnalyzerServicer)(*args)
+    _analyze_each(changed, clean_stack_props([P, Q]))
+    assert _verdicts(changed, _request(_broken_stack()), {}) == expected
+
+
 def test_another_pulumi_policy_version_keeps_the_public_path(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sdk_adapter, "sdk_version", lambda: "1.99.0")
     assert not sdk_adapter.supported()
