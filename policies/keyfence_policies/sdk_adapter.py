@@ -10,7 +10,10 @@ what they derive from it (:func:`derived`). Its ``Analyze`` answers at once when
 no resource policy (the Pulumi CLI calls it for every resource all the same, so the call stays),
 after parsing the resource's properties: AnalyzeStack, which the engine sends once the program
 completed, then reuses every parse whose properties arrive byte for byte unchanged, so most of
-the parsing happens while the program still runs.
+the parsing happens while the program still runs. Properties are handed over as plain dicts and
+lists with the SDK's unknown sentinels in place (keyfence's rules read the raw values behind the
+SDK's unknown-checking proxies and classify unknowns themselves), and each distinct provider
+resource is parsed once instead of once per resource.
 
 On any other ``pulumi_policy`` version (or with ``KEYFENCE_POLICY_PUBLIC_PATH=1``) nothing is
 swapped and the SDK's public path runs unchanged; a test runs the real pack both ways and
@@ -97,10 +100,13 @@ def install() -> bool:
 
 
 def _parse(properties: Any) -> Any:
-    """A ``properties`` Struct as the SDK hands it to a policy (``PolicyResource.props``)."""
-    return _internal.unknown_checking_proxy(
-        _internal.deserialize_properties(_internal.json_format.MessageToDict(properties))
-    )
+    """A ``properties`` Struct as plain dicts and lists, the SDK's unknown sentinels left in place.
+
+    The SDK wraps every level in an unknown-checking proxy; keyfence's rules read the raw values
+    behind those proxies anyway and classify the sentinels themselves (``props.Node``), so the
+    proxies would only be built to be opened again.
+    """
+    return _internal.deserialize_properties(_internal.json_format.MessageToDict(properties))
 
 
 class _Parsed:
@@ -157,6 +163,18 @@ def _servicer_class(base: Any) -> Any:
             links: list[tuple[sdk.PolicyResource, str, list[str], dict[str, list[str]]]] = []
             early = self._parsed_by_urn()
             self._keyfence_parsed = {}
+            providers: dict[tuple[str, str, str, bytes], Any] = {}
+
+            def provider_of(r: Any) -> Any:
+                """The SDK's provider resource, parsed once per distinct provider (most share one)."""
+                if not r.HasField("provider"):
+                    return None
+                p = r.provider
+                key = (p.urn, p.type, p.name, p.properties.SerializeToString(deterministic=True))
+                if key not in providers:
+                    providers[key] = self._get_provider_resource(r)
+                return providers[key]
+
             for r in request.resources:
                 seen = early.get(r.urn)
                 reused = seen is not None and seen.describes(r.properties)
@@ -167,13 +185,17 @@ def _servicer_class(base: Any) -> Any:
                     r.urn,
                     r.name,
                     self._get_resource_options(r),
-                    self._get_provider_resource(r),
+                    provider_of(r),
                     None,
                     [],
                     {},
                 )
                 resources.append(resource)
-                property_dependencies = {k: list(v.urns) for k, v in r.propertyDependencies.items()}
+                property_dependencies = (
+                    {k: list(v.urns) for k, v in r.propertyDependencies.items()}
+                    if len(r.propertyDependencies)
+                    else {}
+                )
                 links.append((resource, r.parent, list(r.dependencies), property_dependencies))
             by_urn = {resource.urn: resource for resource in resources}
             for resource, parent, dependencies, property_dependencies in links:
