@@ -297,6 +297,9 @@ def print_tables(results: dict[str, Any], console: Console | None = None) -> Non
     for title, (header, body) in zip(
         titles, (rows(results), growth_rows(results), target_rows(results)), strict=True
     ):
+        if len(header) < 2:
+            console.print(f"{title}: none, one size was run")
+            continue
         table = Table(title=title, title_justify="left")
         for index, column in enumerate(header):
             table.add_column(column, justify="left" if index == 0 else "right")
@@ -304,6 +307,9 @@ def print_tables(results: dict[str, Any], console: Console | None = None) -> Non
             table.add_row(*row)
         console.print(table)
     console.print(f"machine: {machine_line(results['machine'])}")
+
+
+NO_GROWTH: Final = "No growth figures: one size was run."
 
 
 def _markdown_table(header: list[str], body: list[list[str]]) -> str:
@@ -321,7 +327,7 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         _markdown_table(*rows(results)),
         "",
-        _markdown_table(*growth_rows(results)),
+        _markdown_table(*growth_rows(results)) if results["growth"] else NO_GROWTH,
         "",
         _markdown_table(*target_rows(results)),
         "",

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from keyfence_policies import permissions as perms
+from rich.console import Console
 
 from bench import bare, report
 from bench.fleet import Fleet, generate
@@ -145,6 +146,17 @@ def test_targets_are_judged_at_the_reference_size_with_the_issues_comparisons() 
     assert by_name["time(4000) / time(2000): gc"]["status"] == "MISS"
     elsewhere = finish(BenchConfig(sizes=(5, 10), repeats=1), [_figures(2, 2.6, 5), _figures(4, 5.8, 10)])
     assert {t["status"] for t in elsewhere["targets"]} == {"n/a"}
+
+
+def test_one_size_prints_no_empty_growth_table() -> None:
+    results = finish(BenchConfig(sizes=(1000,), repeats=1), [{**_figures(2, 2.3, 1000), "resources": 6060}])
+    assert results["growth"] == []
+    text = report.markdown(results)
+    assert "No growth figures: one size was run." in text
+    assert "| stage |" not in text, "a growth table without a single column"
+    console = Console(record=True, width=100)
+    report.print_tables(results, console)
+    assert "growth between sizes (linear is the size ratio): none, one size was run" in console.export_text()
 
 
 def test_a_zero_floor_gives_no_ratio_rather_than_a_crash() -> None:
