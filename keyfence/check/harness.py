@@ -60,6 +60,15 @@ class RegisteredResource:
         value = redact_secrets(rpc.deserialize_properties(self.properties, keep_unknowns=True))
         return value if isinstance(value, dict) else {}
 
+    def input(self, name: str) -> Any:
+        """One top-level input as :meth:`inputs` gives it (None when unset), without reading the rest."""
+        if name not in self.properties.fields:
+            return None
+        only = struct_pb2.Struct()
+        only.fields[name].CopyFrom(self.properties.fields[name])
+        value = redact_secrets(rpc.deserialize_properties(only, keep_unknowns=True))
+        return value.get(name) if isinstance(value, dict) else None
+
 
 def redact_secrets(value: Any) -> Any:
     """Replace each Pulumi-wrapped secret (and unknown) in a deserialised property tree by a placeholder."""

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from keyfence_policies import labels as L
-from keyfence_policies.pack import POLICY_NAMES
+from keyfence_policies.names import POLICY_NAMES
 
 from ..errors import KeyfenceError, SpecError
 from ..keys import Mode, resolve_keys
@@ -359,10 +359,8 @@ def whole_numbers(value: Any) -> Any:
 def process_rows(resources: list[RegisteredResource]) -> list[ProcessRow]:
     """One row per declared Deployment or StatefulSet, from its redacted inputs (labels, key annotations)."""
     rows = []
-    for resource in resources:
-        if resource.type not in (DEPLOYMENT_TYPE, STATEFULSET_TYPE):
-            continue
-        metadata = _mapping(resource.inputs().get("metadata"))
+    for resource in _deployments(resources):
+        metadata = _mapping(resource.input("metadata"))
         labels = _mapping(metadata.get("labels"))
         annotations = _mapping(metadata.get("annotations"))
         subaccount = _text(labels.get(L.SUBACCOUNT)) or ""
@@ -393,7 +391,7 @@ def ledger_violations(resources: list[RegisteredResource]) -> list[Violation]:
     """
     out = []
     for row, resource in zip(process_rows(resources), _deployments(resources), strict=True):
-        annotations = _mapping(_mapping(resource.inputs().get("metadata")).get("annotations"))
+        annotations = _mapping(_mapping(resource.input("metadata")).get("annotations"))
         reason = _text(annotations.get(L.LEDGER_CONFLICT))
         if reason is not None:
             out.append(

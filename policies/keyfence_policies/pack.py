@@ -24,6 +24,7 @@ from pulumi_policy import (
 
 from . import duplicate_keys, hardened, key_not_in_env, least_privilege, single_writer, subaccount_tag
 from .config import SHARED_PROPERTIES, parse_config, schema_properties
+from .names import POLICY_NAMES
 from .rule import Finding, Rule
 from .sdk_adapter import derived
 from .workloads import build_index
@@ -38,8 +39,8 @@ RULES: Final[tuple[Rule, ...]] = (
 )
 """The pack's rules, in the order they run and report."""
 
-POLICY_NAMES: Final[tuple[str, ...]] = tuple(rule.name for rule in RULES)
-"""The public contract: config files, CI and people refer to policies by these names."""
+if tuple(rule.name for rule in RULES) != POLICY_NAMES:
+    raise RuntimeError("keyfence_policies.names.POLICY_NAMES must list the pack's rules, in order")
 
 _LEVELS: Final = {"mandatory": EnforcementLevel.MANDATORY, "advisory": EnforcementLevel.ADVISORY}
 _SEVERITIES: Final = {"mandatory": Severity.HIGH, "advisory": Severity.MEDIUM}
