@@ -309,12 +309,12 @@ def check(
         ),
     ] = None,
     policy_pack_config: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--policy-pack-config",
-            metavar="FILE",
-            help="Pulumi policy pack config JSON (levels and properties per policy, or 'all').",
-            dir_okay=False,
+            metavar="FILE|JSON",
+            help="Pulumi policy pack config (levels and properties per policy, or 'all'): a JSON file, "
+            'or the JSON object itself, e.g. \'{"all":"mandatory"}\'.',
         ),
     ] = None,
     fmt: Annotated[
