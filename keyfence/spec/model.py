@@ -394,6 +394,16 @@ class ProcessEntry:
         """``<subaccount>/<process>``: how people name a process."""
         return f"{self.subaccount.name}/{self.process.name}"
 
+    @property
+    def vault_role(self) -> str:
+        """The process's own Vault policy and Kubernetes-auth role: ``keyfence-<subaccount>.<process>``.
+
+        Both names are DNS labels, which hold '-' but never '.': joined by '.', no two processes
+        share a role (joined by '-', alpha-beta/feed and alpha/beta-feed would, and the role
+        written last would lock the other out).
+        """
+        return f"keyfence-{self.subaccount.name}.{self.process.name}"
+
 
 class FleetSpec(_Strict):
     """A fleet: subaccounts, each with the processes that trade in it."""
