@@ -136,9 +136,13 @@ def load_policy_config(value: str | Path) -> ConfigLayer:
     """
     if isinstance(value, str) and value.lstrip().startswith("{"):
         return _parse_json(value, INLINE_CONFIG)
+    if not str(value).strip():
+        raise KeyfenceError("--policy-pack-config is empty: give a JSON file or an inline JSON object")
     p = Path(value)
     try:
         text = p.read_text(encoding="utf-8")
+    except IsADirectoryError:
+        raise KeyfenceError(f"{p}: is a directory, not a policy pack config file (a JSON file)") from None
     except FileNotFoundError:
         raise KeyfenceError(
             f"{p}: no such policy pack config file (a value starting with '{{' is read as inline JSON)"

@@ -376,3 +376,7 @@ def test_inline_policy_pack_config_errors_say_it_was_inline_json(tmp_path: Path)
     missing = check_program("none", "--policy-pack-config", str(tmp_path / "nope.json"))
     assert missing.exit_code == EXIT_INVALID
     assert "nope.json: no such policy pack config file" in missing.stderr
+    empty = check_program("none", "--policy-pack-config", " ")
+    assert empty.exit_code == EXIT_INVALID and "--policy-pack-config is empty" in empty.stderr
+    folder = check_program("none", "--policy-pack-config", str(tmp_path))
+    assert folder.exit_code == EXIT_INVALID and "is a directory, not a policy pack config" in folder.stderr
