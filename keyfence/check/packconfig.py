@@ -128,14 +128,19 @@ def parse_policy_config(data: Any, source: str) -> ConfigLayer:
 INLINE_CONFIG: Final = "inline --policy-pack-config JSON"
 
 
+def is_inline(value: str | Path) -> bool:
+    """Whether a ``--policy-pack-config`` value is the JSON object itself rather than a file."""
+    return isinstance(value, str) and value.lstrip().startswith("{")
+
+
 def load_policy_config(value: str | Path) -> ConfigLayer:
     """Read ``--policy-pack-config``: inline JSON when the text is an object, else a JSON file.
 
     Pulumi takes a file; people also write the object itself (``'{"all":"disabled"}'``), so a
     value starting with ``{`` is parsed as JSON and every error says which of the two was tried.
     """
-    if isinstance(value, str) and value.lstrip().startswith("{"):
-        return _parse_json(value, INLINE_CONFIG)
+    if is_inline(value):
+        return _parse_json(str(value), INLINE_CONFIG)
     if not str(value).strip():
         raise KeyfenceError("--policy-pack-config is empty: give a JSON file or an inline JSON object")
     p = Path(value)

@@ -380,3 +380,31 @@ def test_inline_policy_pack_config_errors_say_it_was_inline_json(tmp_path: Path)
     assert empty.exit_code == EXIT_INVALID and "--policy-pack-config is empty" in empty.stderr
     folder = check_program("none", "--policy-pack-config", str(tmp_path))
     assert folder.exit_code == EXIT_INVALID and "is a directory, not a policy pack config" in folder.stderr
+
+
+# --------------------------------------------------------------------------- outputs never replace inputs
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["check", "--offline", "-o", "{spec}"],
+        ["check", "--offline", "--report", "markdown={spec}"],
+        ["check", "--offline", "--report", "json={config}", "--policy-pack-config", "{config}"],
+        ["plan", "--offline", "-o", "{spec}"],
+        ["vault-policies", "-o", "{spec}"],
+    ],
+    ids=["check-output", "check-report", "check-pack-config", "plan-output", "vault-policies-output"],
+)
+def test_a_report_never_overwrites_the_spec_or_config_it_reads(tmp_path: Path, command: list[str]) -> None:
+    """``-o fleet.yaml`` (a typo for ``-f``) must not replace the fleet spec with its own report."""
+    spec = tmp_path / "fleet.yaml"
+    spec.write_text((ROOT / EXAMPLE_SPEC).read_text())
+    config = tmp_path / "pack.json"
+    config.write_text('{"all": "mandatory"}')
+    before = {spec: spec.read_text(), config: config.read_text()}
+    args = [a.format(spec=spec, config=config) for a in command]
+    result = invoke(*args, "--spec", str(spec))
+    assert result.exit_code == EXIT_INVALID, result.stdout + result.stderr
+    assert "is the " in result.stderr and "Traceback" not in result.stderr
+    assert {p: p.read_text() for p in before} == before
