@@ -89,6 +89,11 @@ def test_spec_refuses_bad_settings() -> None:
     ):
         with pytest.raises(SpecError):
             mixed_spec(MIXED.replace(bad, said))
+    # The operators add /v1 themselves, as the Vault client does for VAULT_ADDR.
+    with pytest.raises(SpecError) as err:
+        mixed_spec(MIXED.replace("https://vault.example.com:8200", "https://vault.example.com:8200/v1/"))
+    assert "API path /v1" in "\n".join(err.value.problems)
+    assert "https://vault.example.com:8200" in "\n".join(err.value.problems)
 
 
 def test_vault_secrets_operator_resources(declared: tuple[Collected, list[Any]]) -> None:
