@@ -325,9 +325,7 @@ class Demo:
             )
         if operator_fed:
             policies = self.keyfence("vault-policies", "--spec", self.check_spec_arg)
-            self.expect(
-                policies, EXIT_OK, *(f"keyfence-{e.subaccount.name}-{e.process.name}" for e in operator_fed)
-            )
+            self.expect(policies, EXIT_OK, *(e.vault_role for e in operator_fed))
         return (
             "passed: one key per process, one subaccount per strategy "
             f"({len(operator_fed)} process(es) delivered by an operator)"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -143,8 +143,20 @@ class ReportFile:
     option: str
 
 
+def refuse_overwriting(option: str, path: Path, inputs: Mapping[str, Path | None]) -> None:
+    """An output never replaces an input: ``-o fleet.yaml`` would destroy the spec it checks."""
+    target = path.resolve()
+    for what, source in inputs.items():
+        if source is not None and source.resolve() == target:
+            raise KeyfenceError(f"{option}: {path} is the {what} this command reads; write to another file")
+
+
 def report_files(
-    values: Sequence[str], *, output: Path | None = None, output_format: CheckFormat = "text"
+    values: Sequence[str],
+    *,
+    output: Path | None = None,
+    output_format: CheckFormat = "text",
+    inputs: Mapping[str, Path | None] | None = None,
 ) -> list[ReportFile]:
     """``--output`` and every ``--report FORMAT=FILE``, checked before the check spends its time.
 
@@ -172,6 +184,7 @@ def report_files(
                 "give each report its own file"
             )
         seen[key] = file
+        refuse_overwriting(file.option, file.path, inputs or {})
         reason = _unwritable(file.path)
         if reason:
             raise KeyfenceError(f"{file.option}: cannot write the report: {reason}")

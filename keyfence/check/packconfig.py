@@ -8,7 +8,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import jsonschema
 import yaml
@@ -125,22 +125,46 @@ def parse_policy_config(data: Any, source: str) -> ConfigLayer:
     return layer
 
 
-def load_policy_config(path: str | Path) -> ConfigLayer:
-    """Read a ``--policy-pack-config`` JSON file; an empty file is no config, as for the CLI."""
-    p = Path(path)
+INLINE_CONFIG: Final = "inline --policy-pack-config JSON"
+
+
+def is_inline(value: str | Path) -> bool:
+    """Whether a ``--policy-pack-config`` value is the JSON object itself rather than a file."""
+    return isinstance(value, str) and value.lstrip().startswith("{")
+
+
+def load_policy_config(value: str | Path) -> ConfigLayer:
+    """Read ``--policy-pack-config``: inline JSON when the text is an object, else a JSON file.
+
+    Pulumi takes a file; people also write the object itself (``'{"all":"disabled"}'``), so a
+    value starting with ``{`` is parsed as JSON and every error says which of the two was tried.
+    """
+    if is_inline(value):
+        return _parse_json(str(value), INLINE_CONFIG)
+    if not str(value).strip():
+        raise KeyfenceError("--policy-pack-config is empty: give a JSON file or an inline JSON object")
+    p = Path(value)
     try:
         text = p.read_text(encoding="utf-8")
+    except IsADirectoryError:
+        raise KeyfenceError(f"{p}: is a directory, not a policy pack config file (a JSON file)") from None
     except FileNotFoundError:
-        raise KeyfenceError(f"{p}: no such policy pack config file") from None
+        raise KeyfenceError(
+            f"{p}: no such policy pack config file (a value starting with '{{' is read as inline JSON)"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise KeyfenceError(f"{p}: cannot read the policy pack config: {exc}") from None
+        raise KeyfenceError(f"{p}: cannot read the policy pack config file: {exc}") from None
     if not text.strip():
         return {}
+    return _parse_json(text, str(p))
+
+
+def _parse_json(text: str, source: str) -> ConfigLayer:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise KeyfenceError(f"{p}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
-    return parse_policy_config(data, str(p))
+        raise KeyfenceError(f"{source}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
+    return parse_policy_config(data, source)
 
 
 def _level(value: Any, source: str, policy: str) -> Level:

@@ -28,7 +28,7 @@ SARIF_VERSION: Final = "2.1.0"
 SARIF_SCHEMA: Final = "https://json.schemastore.org/sarif-2.1.0.json"
 FINGERPRINT_CHARS: Final = 12
 _SARIF_LEVEL: Final = {"mandatory": "error", "remediate": "error", "advisory": "warning", "disabled": "none"}
-_TABLE_HEADERS: Final = ("process", "namespace", "deployment", "key", "fingerprint", "version", "permissions")
+_TABLE_HEADERS: Final = ("process", "namespace", "workload", "key", "fingerprint", "version", "permissions")
 
 
 # --------------------------------------------------------------------------- shared pieces
@@ -218,7 +218,7 @@ def check_rich(result: CheckResult, width: int | None = None) -> RenderableType:
         parts.append(table)
     if narrow and result.processes:
         parts.append(
-            Text("namespace and deployment columns left out at this width; --format text shows them", "dim")
+            Text("namespace and workload columns left out at this width; --format text shows them", "dim")
         )
     for policy, findings in _by_policy(result.findings).items():
         level = findings[0].violation.level

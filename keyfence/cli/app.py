@@ -286,6 +286,21 @@ def _emit(body: str, output: Path | None, summary: str) -> None:
     typer.echo(summary)
 
 
+def _inputs(
+    spec: Path | str | None, stack: str | None, pack_config: str | None = None
+) -> dict[str, Path | None]:
+    """The files a command reads, which no output of it may replace."""
+    from ..check.packconfig import is_inline
+    from ..check.target import resolve_target
+
+    try:
+        spec_path: Path | None = Path(resolve_target(spec, stack).spec_path)
+    except KeyfenceError:
+        spec_path = Path(spec) if spec is not None else None  # reported by the command itself
+    config = None if pack_config is None or is_inline(pack_config) else Path(pack_config)
+    return {"fleet spec": spec_path, "policy pack config": config}
+
+
 def _write(output: Path, body: str) -> None:
     try:
         output.write_text(body, encoding="utf-8")
@@ -309,12 +324,12 @@ def check(
         ),
     ] = None,
     policy_pack_config: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--policy-pack-config",
-            metavar="FILE",
-            help="Pulumi policy pack config JSON (levels and properties per policy, or 'all').",
-            dir_okay=False,
+            metavar="FILE|JSON",
+            help="Pulumi policy pack config (levels and properties per policy, or 'all'): a JSON file, "
+            'or the JSON object itself, e.g. \'{"all":"mandatory"}\'.',
         ),
     ] = None,
     fmt: Annotated[
@@ -370,7 +385,9 @@ def check(
 
     stack_config = _parse_config(config)
     spec = _spec_from_config(spec, stack_config)
-    files = report_files(reports or [], output=output, output_format=fmt.value)
+    files = report_files(
+        reports or [], output=output, output_format=fmt.value, inputs=_inputs(spec, stack, policy_pack_config)
+    )
     url = checked_url(details_url) if details_url is not None else None
     wants_report = bool(files) or fmt is not CheckFormatOption.text
     target_stack = stack or "dev"
@@ -451,12 +468,15 @@ def plan(
     debug: DebugOption = False,
 ) -> None:
     """Show what the program would declare, with every secret value redacted."""
+    from ..check.output import refuse_overwriting
     from ..check.report import plan_rich, render_plan
     from ..check.runner import run_plan
     from ..check.target import resolve_target
 
     stack_config = _parse_config(config)
     target = resolve_target(_spec_from_config(spec, stack_config), stack)
+    if output is not None:
+        refuse_overwriting(f"--output {output}", output, _inputs(target.spec_path, None))
     result = run_plan(
         target.spec_path,
         stack=target.stack,
@@ -490,11 +510,14 @@ def vault_policies(
     debug: DebugOption = False,
 ) -> None:
     """Print the least-privilege Vault policy (HCL) and Kubernetes-auth role of each operator-fed process."""
+    from ..check.output import refuse_overwriting
     from ..check.target import resolve_target
     from ..delivery.vaultpolicy import process_access, render
     from ..spec import load_spec
 
     target = resolve_target(spec, stack)
+    if output is not None:
+        refuse_overwriting(f"--output {output}", output, _inputs(target.spec_path, None))
     fleet = load_spec(target.spec_path)
     _emit(render(fleet), output, f"{len(process_access(fleet))} policies written to {output}")
 

@@ -44,8 +44,8 @@ class Delivered:
 
 
 def role_name(key: ResolvedKey) -> str:
-    """The Vault Kubernetes-auth role and policy name of a process: ``keyfence-<subaccount>-<process>``."""
-    return f"keyfence-{key.entry.subaccount.name}-{key.entry.process.name}"
+    """The Vault Kubernetes-auth role and policy name of a process (``ProcessEntry.vault_role``)."""
+    return key.entry.vault_role
 
 
 def declare(

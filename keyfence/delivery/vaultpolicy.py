@@ -28,7 +28,7 @@ class ProcessAccess:
 
     @property
     def name(self) -> str:
-        return f"keyfence-{self.entry.subaccount.name}-{self.entry.process.name}"
+        return self.entry.vault_role
 
     @property
     def data_path(self) -> str:

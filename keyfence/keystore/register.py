@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Final
 
 from keyfence_policies import permissions as perms
 
@@ -20,6 +21,7 @@ from ..keys import (
 from ..material import KeyMaterial, fingerprint_of
 from ..spec import FleetSpec, ProcessEntry
 from ..vault import (
+    KeyAccessDeniedError,
     KeyMetadata,
     KeyNotFoundError,
     KV2Client,
@@ -261,7 +263,44 @@ def preflight(client: KV2Client, registration: Registration) -> KeyMetadata | No
     current = _existing(client, registration.placement.mount, registration.path)
     _refuse_target(registration, current, None)
     client.list_keys(registration.placement.mount, registration.placement.prefix)
+    _check_capabilities(client, registration, rotating=current is not None)
     return current
+
+
+_PROBE: Final = "0" * 64
+"""A fingerprint-shaped ledger record name: the token's ledger rules are globs over fingerprints."""
+
+
+def _check_capabilities(client: KV2Client, registration: Registration, *, rotating: bool) -> None:
+    """Refuse before the prompt when the token lacks a capability the registration will use."""
+    mount, path = registration.placement.mount, registration.path
+    ledger = f"{mount}/data/{registration.placement.ledger}/{_PROBE}"
+    needed = {
+        f"{mount}/data/{path}": ("update",) if rotating else ("create",),
+        f"{mount}/metadata/{path}": ("update",),
+        ledger: ("create", "read"),
+    }
+    if rotating:
+        needed[f"{mount}/metadata/{registration.placement.ledger}/{_PROBE}"] = ("delete",)
+    granted = client.capabilities(list(needed))
+    if granted is None or any("root" in caps for caps in granted.values()):
+        return
+    lacking = [
+        f"the '{capability}' capability on '{api_path}'"
+        + (" (any record under the ledger)" if _PROBE in api_path else "")
+        for api_path, capabilities in needed.items()
+        for capability in capabilities
+        if capability not in granted.get(api_path, frozenset()) or "deny" in granted.get(api_path, ())
+    ]
+    if lacking:
+        raise KeyAccessDeniedError(
+            client.addr,
+            f"{mount}/{path}",
+            "permission denied: the token may not register this key; its policy needs "
+            + ", ".join(lacking)
+            + " (docs/vault-policies/key-admin.hcl is what 'keys register' needs); "
+            "nothing was asked for or written",
+        )
 
 
 def _refuse_target(registration: Registration, current: KeyMetadata | None, fingerprint: str | None) -> None:

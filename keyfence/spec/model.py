@@ -7,6 +7,7 @@ from collections import Counter
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from keyfence_policies.labels import canonical_key_path
 from pydantic import (
@@ -355,6 +356,15 @@ class OperatorSection(_Strict):
     def _address(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"^https?://[^\s/]+", value):
             raise ValueError(f"vault address {brief(value)} must be an http(s) URL")
+        parts = urlsplit(value or "")
+        segments = [s for s in parts.path.split("/") if s]
+        if "v1" in segments:
+            # The operators call <address>/v1/... themselves: a second /v1 reaches no mount at all.
+            base = f"{parts.scheme}://{parts.netloc}" + "/".join(["", *segments[: segments.index("v1")]])
+            raise ValueError(
+                f"vault address {brief(value)} includes the API path /v1: give the server's address only "
+                f"({base}); the operators add /v1 themselves"
+            )
         return value
 
 
@@ -393,6 +403,16 @@ class ProcessEntry:
     def ref(self) -> str:
         """``<subaccount>/<process>``: how people name a process."""
         return f"{self.subaccount.name}/{self.process.name}"
+
+    @property
+    def vault_role(self) -> str:
+        """The process's own Vault policy and Kubernetes-auth role: ``keyfence-<subaccount>.<process>``.
+
+        Both names are DNS labels, which hold '-' but never '.': joined by '.', no two processes
+        share a role (joined by '-', alpha-beta/feed and alpha/beta-feed would, and the role
+        written last would lock the other out).
+        """
+        return f"keyfence-{self.subaccount.name}.{self.process.name}"
 
 
 class FleetSpec(_Strict):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import hvac
@@ -35,7 +35,6 @@ class KV2Client(Transport):
     Safe to share between threads: hvac keeps no per-request state and the session's
     connection pool is thread-safe. Create it with :func:`connect`.
     """
-
 
     # ----------------------------------------------------------------- key operations
 
@@ -224,6 +223,31 @@ class KV2Client(Transport):
             raise VaultRequestError(self.addr, op.ref, "Vault accepted the write but did not say its version")
         return version
 
+    def capabilities(self, api_paths: Sequence[str]) -> dict[str, frozenset[str]] | None:
+        """The token's capabilities on each ACL path (``sys/capabilities-self``).
+
+        None when the token may not ask (the default policy allows it): the requests themselves
+        are then the only check.
+        """
+        paths = list(api_paths)
+        op = Operation(
+            "look up the token's capabilities on", "", ", ".join(paths), "update", "sys/capabilities-self"
+        )
+        try:
+            response = self._call(op, lambda: self._client.sys.get_capabilities(paths=paths))
+        except KeyAccessDeniedError:
+            return None
+        answer = self._vault_json(op, response)
+        nested = answer.get("data")
+        data: dict[str, Any] = nested if isinstance(nested, dict) else answer
+        out: dict[str, frozenset[str]] = {}
+        for path in paths:
+            granted = data.get(path)
+            if not isinstance(granted, list):
+                return None  # an answer keyfence does not understand proves nothing either way
+            out[path] = frozenset(str(c) for c in granted)
+        return out
+
     def list_keys(self, mount: str, prefix: str = "") -> list[str]:
         """Every leaf path under ``prefix``, recursively, sorted; empty when there is none.
 
@@ -295,7 +319,6 @@ class KV2Client(Transport):
             return None
         except KeyfenceError:
             return False
-
 
 
 def _checked(mount: str, path: str) -> tuple[str, str]:

@@ -12,6 +12,7 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import hvac
 import hvac.exceptions
@@ -472,6 +473,16 @@ class Transport:
             if finding == _UNKNOWN
             else ""
         )
+        served_at = urlsplit(self.addr)
+        if finding == _UNKNOWN and served_at.path.strip("/"):
+            # Vault answers 404 for every path under a prefix it does not serve: a proxy prefix
+            # in VAULT_ADDR that is wrong makes every key look missing.
+            root = urlunsplit((served_at.scheme, served_at.netloc, "", "", ""))
+            hint = (
+                f" (VAULT_ADDR has the path '{served_at.path.rstrip('/')}', and Vault found neither "
+                f"the key nor its mount under it: if Vault is served at the root, set VAULT_ADDR={root}; "
+                f"else check that '{mount}' is a KV version 2 mount)"
+            )
         return KeyNotFoundError(
             self.addr,
             op.ref,

@@ -12,7 +12,9 @@ reach a key, and each must count as a second holder:
   anything that is not a pod: a replicator or reflector annotation, External Secrets'
   Kubernetes provider, a PushSecret. Whatever follows it copies the key out of its Secret.
   Pods and RBAC are judged by their own rules; a fleet process's own delivery objects name
-  its own Secret on purpose.
+  its own Secret on purpose. The Secret a namespaced operator object writes (its target field)
+  is in the object's own namespace: there a bare name never means a Secret of another
+  namespace (the written Secret itself is judged where the scan records it).
 """
 
 from __future__ import annotations
@@ -32,6 +34,13 @@ _SKIPPED_KINDS: Final = frozenset(
     {"Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding", "Namespace", "ServiceAccount"}
 )
 _OWN_METADATA: Final = frozenset({"name", "namespace", "labels", "generateName", "uid"})
+_TARGET_FIELDS: Final = {
+    "VaultStaticSecret": "spec.destination.name",
+    "VaultDynamicSecret": "spec.destination.name",
+    "VaultPKISecret": "spec.destination.name",
+    "ExternalSecret": "spec.target.name",
+}
+"""The field naming the Secret a namespaced operator object writes, always in its own namespace."""
 
 
 @dataclass(frozen=True)
@@ -101,7 +110,10 @@ def by_name(obj: StackObject, key_secrets: dict[str, list[SecretInfo]]) -> Itera
     seen: set[tuple[int, str]] = set()
     for where, text in _strings(obj.raw, ""):
         text = text.strip()
+        local = obj.known_kind is not None and where == _TARGET_FIELDS.get(obj.known_kind)
         for secret in key_secrets.get(text, ()):
+            if local and secret.namespace != obj.namespace:
+                continue
             key = secret.key or (secret.held[0] if secret.held else None)
             if key is None or (obj.fleet_process is not None and obj.fleet_process == key.process):
                 continue

@@ -273,7 +273,7 @@ def test_markdown_is_a_pull_request_comment(tmp_path: Path) -> None:
     assert passed.exit_code == EXIT_OK
     text = passed.stdout
     assert text.startswith("## ✅ keyfence check passed\n")
-    assert "| subaccount | process | namespace | deployment | key |" in text
+    assert "| subaccount | process | namespace | workload | key |" in text
     assert "| momentum | risk | momentum | risk | secret/kraken/momentum/risk-v2 |" in text
     assert "identities compared by Vault path only; fingerprints and key permissions" in text
     assert "> **Offline check**" in text
@@ -292,7 +292,7 @@ def test_text_report_is_plain_when_piped() -> None:
     assert "\x1b[" not in out, "no terminal escapes when stdout is not a terminal"
     assert "subaccount momentum" in out
     assert "PROCESS" in out and "PERMISSIONS" in out
-    assert "risk      momentum   risk        secret/kraken/momentum/risk-v2" in out
+    assert "risk      momentum   risk      secret/kraken/momentum/risk-v2" in out
     assert "note: offline check: identities compared by Vault path only; fingerprints and key" in out
     assert out.rstrip().splitlines()[-1].startswith("PASSED: no mandatory policy violations (11 advisory)")
 

@@ -340,3 +340,71 @@ def test_plan_is_stable_and_shows_whole_numbers_as_integers() -> None:
     assert deployments and all(type(d["inputs"]["spec"]["replicas"]) is int for d in deployments)
     assert '"replicas": 1,' in first.stdout
     assert not re.search(r":\s-?\d+\.0\s*[,\n]", first.stdout), "a whole number shown as a float"
+
+
+# --------------------------------------------------------------------------- the fleet table's columns
+
+
+def test_the_fleet_table_names_its_workload_column_for_either_kind() -> None:
+    """A StatefulSet process sits in the same column as a Deployment: its head says workload."""
+    from rich.console import Console
+
+    from keyfence.check.report import check_rich, check_text
+
+    result = big_result(2, 0)
+    console = Console(record=True, width=200, force_terminal=True)
+    console.print(check_rich(result))
+    for shown in (check_text(result), console.export_text(), check_markdown(result)):
+        heads = next(line for line in shown.lower().splitlines() if "process" in line and "key" in line)
+        assert "workload" in heads and "deployment" not in heads, heads
+
+
+# --------------------------------------------------------------------------- inline pack config
+
+
+def test_inline_policy_pack_config_json_is_taken_as_the_config() -> None:
+    """``--policy-pack-config '{"all":"disabled"}'``, as the issue writes it: inline JSON, not a path."""
+    result = check_program("rogue-mount", "--policy-pack-config", '  {"all":"disabled"}', "--format", "json")
+    assert result.exit_code == EXIT_OK, result.stderr
+    assert "no-duplicate-key-assignment" in json.loads(result.stdout)["disabled"]
+
+
+def test_inline_policy_pack_config_errors_say_it_was_inline_json(tmp_path: Path) -> None:
+    bad = check_program("none", "--policy-pack-config", '{"all": disabled}')
+    assert bad.exit_code == EXIT_INVALID
+    assert "inline" in bad.stderr and "invalid JSON" in bad.stderr and "Traceback" not in bad.stderr
+    missing = check_program("none", "--policy-pack-config", str(tmp_path / "nope.json"))
+    assert missing.exit_code == EXIT_INVALID
+    assert "nope.json: no such policy pack config file" in missing.stderr
+    empty = check_program("none", "--policy-pack-config", " ")
+    assert empty.exit_code == EXIT_INVALID and "--policy-pack-config is empty" in empty.stderr
+    folder = check_program("none", "--policy-pack-config", str(tmp_path))
+    assert folder.exit_code == EXIT_INVALID and "is a directory, not a policy pack config" in folder.stderr
+
+
+# --------------------------------------------------------------------------- outputs never replace inputs
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["check", "--offline", "-o", "{spec}"],
+        ["check", "--offline", "--report", "markdown={spec}"],
+        ["check", "--offline", "--report", "json={config}", "--policy-pack-config", "{config}"],
+        ["plan", "--offline", "-o", "{spec}"],
+        ["vault-policies", "-o", "{spec}"],
+    ],
+    ids=["check-output", "check-report", "check-pack-config", "plan-output", "vault-policies-output"],
+)
+def test_a_report_never_overwrites_the_spec_or_config_it_reads(tmp_path: Path, command: list[str]) -> None:
+    """``-o fleet.yaml`` (a typo for ``-f``) must not replace the fleet spec with its own report."""
+    spec = tmp_path / "fleet.yaml"
+    spec.write_text((ROOT / EXAMPLE_SPEC).read_text())
+    config = tmp_path / "pack.json"
+    config.write_text('{"all": "mandatory"}')
+    before = {spec: spec.read_text(), config: config.read_text()}
+    args = [a.format(spec=spec, config=config) for a in command]
+    result = invoke(*args, "--spec", str(spec))
+    assert result.exit_code == EXIT_INVALID, result.stdout + result.stderr
+    assert "is the " in result.stderr and "Traceback" not in result.stderr
+    assert {p: p.read_text() for p in before} == before

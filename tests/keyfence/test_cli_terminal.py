@@ -90,4 +90,4 @@ def test_check_tables_fit_80_columns_without_splitting_headers() -> None:
 @needs_pty
 def test_check_tables_use_the_width_of_a_wide_terminal() -> None:
     screen = in_terminal(f"{KEYFENCE} check --offline --spec {EXAMPLE_SPEC}", columns=160)
-    assert "namespace" in screen and "deployment" in screen
+    assert "namespace" in screen and "workload" in screen

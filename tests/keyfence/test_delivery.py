@@ -89,6 +89,11 @@ def test_spec_refuses_bad_settings() -> None:
     ):
         with pytest.raises(SpecError):
             mixed_spec(MIXED.replace(bad, said))
+    # The operators add /v1 themselves, as the Vault client does for VAULT_ADDR.
+    with pytest.raises(SpecError) as err:
+        mixed_spec(MIXED.replace("https://vault.example.com:8200", "https://vault.example.com:8200/v1/"))
+    assert "API path /v1" in "\n".join(err.value.problems)
+    assert "https://vault.example.com:8200" in "\n".join(err.value.problems)
 
 
 def test_vault_secrets_operator_resources(declared: tuple[Collected, list[Any]]) -> None:
@@ -110,7 +115,7 @@ def test_vault_secrets_operator_resources(declared: tuple[Collected, list[Any]])
     auth_spec = auth.inputs()["spec"]
     assert auth_spec["method"] == "kubernetes"
     assert auth_spec["kubernetes"] == {
-        "role": "keyfence-momentum-executor",
+        "role": "keyfence-momentum.executor",
         "serviceAccount": "executor",
         "audiences": ["vault"],
     }
@@ -140,7 +145,7 @@ def test_external_secrets_resources(declared: tuple[Collected, list[Any]]) -> No
     vault = store.inputs()["spec"]["provider"]["vault"]
     assert vault["server"] == "https://vault.example.com:8200" and vault["path"] == "secret"
     assert vault["version"] == "v2"
-    assert vault["auth"]["kubernetes"]["role"] == "keyfence-momentum-risk"
+    assert vault["auth"]["kubernetes"]["role"] == "keyfence-momentum.risk"
     assert vault["auth"]["kubernetes"]["serviceAccountRef"]["name"] == "risk"
     assert store.urn in external.dependencies
     deployment = named["kubernetes:apps/v1:Deployment::momentum/risk"].inputs()
@@ -203,3 +208,38 @@ def test_operator_modes_declare_no_secret_and_no_material(declared: tuple[Collec
         if key.entry.operator_delivered:
             for canary in canary_strings([key]):
                 assert canary not in everything
+
+
+HYPHENS = """
+version: 1
+delivery: vault-secrets-operator
+operators:
+  vault_address: https://vault.example.com:8200
+subaccounts:
+  - name: alpha-beta
+    venue: futures
+    processes:
+      - {name: feed, role: market-data, image: "ghcr.io/acme/feed:0.9.0"}
+  - name: alpha
+    venue: futures
+    processes:
+      - {name: beta-feed, role: market-data, image: "ghcr.io/acme/feed:0.9.0", delivery: external-secrets}
+"""
+
+
+def test_each_process_has_its_own_vault_role_and_policy_even_when_names_hold_hyphens() -> None:
+    """alpha-beta/feed and alpha/beta-feed: one shared role name would bind the last one written only."""
+    from keyfence.delivery.vaultpolicy import process_access, render
+
+    spec = mixed_spec(HYPHENS)
+    names = {a.entry.ref: a.name for a in process_access(spec)}
+    assert len(set(names.values())) == 2, names
+    collected = collect(lambda: resources.declare_fleet(spec, operator_keys(spec)))
+    named = by_name(collected)
+    vso = named["kubernetes:secrets.hashicorp.com/v1beta1:VaultAuth::alpha-beta/feed/vault-auth"]
+    eso = named["kubernetes:external-secrets.io/v1:SecretStore::alpha/beta-feed/secret-store"]
+    assert vso.inputs()["spec"]["kubernetes"]["role"] == names["alpha-beta/feed"]
+    assert eso.inputs()["spec"]["provider"]["vault"]["auth"]["kubernetes"]["role"] == names["alpha/beta-feed"]
+    text = render(spec)
+    for name in names.values():
+        assert f"role/{name} " in text and f"vault policy write {name} " in text

@@ -259,3 +259,15 @@ def test_render_mode_is_refused_with_key_material_and_allowed_without(tmp_path: 
     everything = dict.fromkeys(("momentum/executor", "momentum/feed", "basis/executor"), "external-secrets")
     result = check("--offline", "--spec", str(write_spec(tmp_path, "kraken", everything)), *render_config)
     assert result.exit_code == EXIT_OK, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("delivery", ["vault-secrets-operator", "external-secrets"])
+def test_same_process_names_in_two_subaccounts_under_an_operator_pass(tmp_path: Path, delivery: str) -> None:
+    """momentum/executor and basis/executor both write a Secret 'executor-key', each in its own
+    namespace: an operator object's target names a Secret of its own namespace, not the other one."""
+    text = (ROOT / "examples" / "fleet.yaml").read_text(encoding="utf-8")
+    fleet = f"version: 1\ndelivery: {delivery}\noperators:\n  vault_address: https://vault.example.com:8200\n"
+    spec_path = tmp_path / "operators.yaml"
+    spec_path.write_text(text.replace("version: 1\n", fleet, 1), encoding="utf-8")
+    result = check("--offline", "--spec", str(spec_path))
+    assert result.exit_code == EXIT_OK, result.stdout + result.stderr

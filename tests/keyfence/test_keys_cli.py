@@ -568,11 +568,52 @@ def test_register_without_write_capability_names_it(
     monkeypatch.setenv("VAULT_TOKEN", token)
     result = register(vault_prefix, "momentum/executor", new_material())
     assert result.exit_code == EXIT_INVALID
-    assert (
-        f"the token may not create it; its policy needs the 'create' capability on "
-        f"'secret/data/{vault_prefix}/momentum/executor'"
-    ) in result.stderr
+    assert f"the 'create' capability on 'secret/data/{vault_prefix}/momentum/executor'" in result.stderr
     assert f"secret/{vault_prefix}/momentum/executor" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("granted", "missing"),
+    [
+        # No write on the key's data path: the token could never store the key.
+        (
+            'path "secret/metadata/{p}/*" {{ capabilities = ["read", "list", "update"] }}\n'
+            'path "secret/data/keyfence/ledger/*" {{ capabilities = ["create", "read", "update"] }}',
+            "'create' capability on 'secret/data/{p}/momentum/executor'",
+        ),
+        # Metadata read and list only (the CI policy): no ledger and no write anywhere.
+        (
+            'path "secret/metadata/*" {{ capabilities = ["read", "list"] }}',
+            "'create' capability on 'secret/data/{p}/momentum/executor'",
+        ),
+        # Everything but the key ledger.
+        (
+            'path "secret/metadata/{p}/*" {{ capabilities = ["read", "list", "update"] }}\n'
+            'path "secret/data/{p}/*" {{ capabilities = ["create", "update"] }}',
+            "'create' capability on 'secret/data/keyfence/ledger/",
+        ),
+    ],
+    ids=["no-data-write", "ci-metadata-only", "no-ledger"],
+)
+def test_register_checks_the_tokens_capabilities_before_asking_for_the_key(
+    openbao: OpenBao,
+    vault_env: dict[str, str],
+    vault_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+    granted: str,
+    missing: str,
+) -> None:
+    """Nobody pastes an exchange secret into a command whose token was never going to store it."""
+    monkeypatch.setenv("VAULT_TOKEN", openbao.token(granted.format(p=vault_prefix)))
+    result = invoke(
+        "register", "momentum/executor", "--prefix", vault_prefix, "--venue", "futures",
+        "--permissions", "general-full", input="",
+    )  # fmt: skip
+    assert result.exit_code == EXIT_INVALID
+    assert "expected two lines" not in result.stderr, "refused only after asking for the key"
+    assert missing.format(p=vault_prefix) in result.stderr
+    assert "key-admin.hcl" in result.stderr and "nothing was asked for or written" in result.stderr
+    assert stored_paths(openbao, vault_prefix) == []
 
 
 def test_list_without_list_capability_names_it(

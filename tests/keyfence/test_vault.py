@@ -846,3 +846,14 @@ def test_namespace(openbao: OpenBao, vault_prefix: str) -> None:
         assert client.read_version("secret", "k", 1) == KeyMaterial("KN", "SN")
     with connect(settings_for(openbao, openbao.root_token)) as client, pytest.raises(KeyNotFoundError):
         client.read_metadata("secret", "k")
+
+
+@pytest.mark.vault
+def test_a_path_in_vault_addr_that_vault_does_not_serve_is_named(openbao: OpenBao, vault_prefix: str) -> None:
+    """VAULT_ADDR=http://host:port/vault (a proxy prefix that is not there): every key looks missing,
+    so the message names the address's path as the likely cause instead of only 'register it'."""
+    settings = VaultSettings(addr=openbao.addr + "/vault", token=openbao.root_token, timeout=5.0)
+    with connect(settings) as client, pytest.raises(KeyNotFoundError) as err:
+        client.read_metadata("secret", f"{vault_prefix}/momentum/executor")
+    said = str(err.value)
+    assert "VAULT_ADDR" in said and "'/vault'" in said and f"VAULT_ADDR={openbao.addr}" in said
