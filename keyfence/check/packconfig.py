@@ -133,6 +133,13 @@ def is_inline(value: str | Path) -> bool:
     return isinstance(value, str) and value.lstrip().startswith("{")
 
 
+def config_source(value: str | Path | None) -> str:
+    """How messages name a ``--policy-pack-config`` value: its file, or that it was inline JSON."""
+    if value is None:
+        return "policy pack config"
+    return INLINE_CONFIG if is_inline(value) else str(value)
+
+
 def load_policy_config(value: str | Path) -> ConfigLayer:
     """Read ``--policy-pack-config``: inline JSON when the text is an object, else a JSON file.
 

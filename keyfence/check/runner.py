@@ -25,7 +25,7 @@ from ..vault import VaultSettings
 from .analyzer import PolicyPackSession
 from .facts import KeyFacts, offline_facts, vault_facts
 from .harness import Collected, RegisteredResource
-from .packconfig import ConfigEntry, ConfigLayer, load_policy_config
+from .packconfig import ConfigEntry, ConfigLayer, config_source, load_policy_config
 from .pipeline import check_overlapped
 from .programrun import DEFAULT_TIMEOUT, ProgramRun, run_program
 from .results import OFFLINE_NOTE, CheckResult, Finding, PlannedResource, PlanResult, ProcessRow
@@ -244,7 +244,7 @@ def run_check(
         ),
         base_config=lambda facts: pack_base_config(facts, offline=offline),
         config=user_config,
-        config_source=str(policy_pack_config) if policy_pack_config is not None else "policy pack config",
+        config_source=config_source(policy_pack_config),
     )
     result = _result(spec_file, stack, offline, spec, checked.collected, checked.analysis)
     result.notes.extend(checked.facts.notes)

@@ -380,6 +380,11 @@ def test_inline_policy_pack_config_errors_say_it_was_inline_json(tmp_path: Path)
     assert empty.exit_code == EXIT_INVALID and "--policy-pack-config is empty" in empty.stderr
     folder = check_program("none", "--policy-pack-config", str(tmp_path))
     assert folder.exit_code == EXIT_INVALID and "is a directory, not a policy pack config" in folder.stderr
+    # A well-formed object naming no such policy: named as inline JSON, not by echoing the JSON.
+    unknown = check_program("none", "--policy-pack-config", '{"no-such-policy": "advisory"}')
+    assert unknown.exit_code == EXIT_INVALID
+    assert "inline --policy-pack-config JSON" in unknown.stderr and "no-such-policy" in unknown.stderr
+    assert '{"no-such-policy"' not in unknown.stderr
 
 
 # --------------------------------------------------------------------------- outputs never replace inputs
