@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -278,7 +279,8 @@ def _result(
     spec_file: str, stack: str, offline: bool, spec: FleetSpec, collected: Collected, analysis: Analysis
 ) -> CheckResult:
     locator = _Locator(spec, collected.resources)
-    violations = [*analysis.violations, *ledger_violations(collected.resources)]
+    workloads = _workloads(collected.resources)
+    violations = [*analysis.violations, *_ledger_violations(workloads)]
     findings = sorted(
         (Finding(v, *locator.locate(v.urn)) for v in violations),
         key=lambda f: (
@@ -289,7 +291,7 @@ def _result(
         ),
     )
     order = {entry.ref: index for index, entry in enumerate(spec.entries())}
-    rows = sorted(process_rows(collected.resources), key=lambda r: (order.get(r.ref, len(order)), r.ref))
+    rows = sorted((_row(w) for w in workloads), key=lambda r: (order.get(r.ref, len(order)), r.ref))
     return CheckResult(
         spec_path=spec_file,
         stack=stack,
@@ -356,60 +358,74 @@ def whole_numbers(value: Any) -> Any:
 # --------------------------------------------------------------------------- reading the declarations
 
 
+@dataclass(frozen=True)
+class _Workload:
+    """A declared Deployment or StatefulSet and its redacted metadata, read once for rows and verdicts."""
+
+    resource: RegisteredResource
+    metadata: Mapping[str, Any]
+
+    @property
+    def annotations(self) -> Mapping[str, Any]:
+        return _mapping(self.metadata.get("annotations"))
+
+
+def _workloads(resources: list[RegisteredResource]) -> list[_Workload]:
+    """Deployments and StatefulSets in stack order, each with its metadata (the rest is never read)."""
+    return [
+        _Workload(r, _mapping(r.input("metadata")))
+        for r in resources
+        if r.type in (DEPLOYMENT_TYPE, STATEFULSET_TYPE)
+    ]
+
+
 def process_rows(resources: list[RegisteredResource]) -> list[ProcessRow]:
     """One row per declared Deployment or StatefulSet, from its redacted inputs (labels, key annotations)."""
-    rows = []
-    for resource in _deployments(resources):
-        metadata = _mapping(resource.input("metadata"))
-        labels = _mapping(metadata.get("labels"))
-        annotations = _mapping(metadata.get("annotations"))
-        subaccount = _text(labels.get(L.SUBACCOUNT)) or ""
-        process = _text(labels.get(L.PROCESS)) or _text(metadata.get("name")) or resource.name
-        mount, path = _text(annotations.get(L.VAULT_MOUNT)), _text(annotations.get(L.KEY_PATH))
-        rows.append(
-            ProcessRow(
-                ref=f"{subaccount}/{process}" if subaccount else resource.name,
-                subaccount=subaccount,
-                process=process,
-                namespace=_text(metadata.get("namespace")) or "",
-                deployment=_text(metadata.get("name")) or "",
-                role=_text(labels.get(L.ROLE)) or "",
-                key="/".join(p for p in (mount, path) if p),
-                fingerprint=_text(annotations.get(L.FINGERPRINT)),
-                version=_text(annotations.get(L.KEY_VERSION)),
-                permissions=_text(annotations.get(L.PERMISSIONS)),
-            )
-        )
-    return rows
+    return [_row(w) for w in _workloads(resources)]
 
 
-def ledger_violations(resources: list[RegisteredResource]) -> list[Violation]:
+def _row(workload: _Workload) -> ProcessRow:
+    metadata, annotations = workload.metadata, workload.annotations
+    labels = _mapping(metadata.get("labels"))
+    subaccount = _text(labels.get(L.SUBACCOUNT)) or ""
+    process = _text(labels.get(L.PROCESS)) or _text(metadata.get("name")) or workload.resource.name
+    mount, path = _text(annotations.get(L.VAULT_MOUNT)), _text(annotations.get(L.KEY_PATH))
+    return ProcessRow(
+        ref=f"{subaccount}/{process}" if subaccount else workload.resource.name,
+        subaccount=subaccount,
+        process=process,
+        namespace=_text(metadata.get("namespace")) or "",
+        deployment=_text(metadata.get("name")) or "",
+        role=_text(labels.get(L.ROLE)) or "",
+        key="/".join(p for p in (mount, path) if p),
+        fingerprint=_text(annotations.get(L.FINGERPRINT)),
+        version=_text(annotations.get(L.KEY_VERSION)),
+        permissions=_text(annotations.get(L.PERMISSIONS)),
+    )
+
+
+def _ledger_violations(workloads: list[_Workload]) -> list[Violation]:
     """A key the ledger gives to another stack (or records at another path) is mandatory.
 
     Judged here rather than left to the pack, so any pack, however configured, cannot let
     two stacks share a key; the fact is also on the resources for packs that judge it.
     """
     out = []
-    for row, resource in zip(process_rows(resources), _deployments(resources), strict=True):
-        annotations = _mapping(_mapping(resource.input("metadata")).get("annotations"))
-        reason = _text(annotations.get(L.LEDGER_CONFLICT))
+    for workload in workloads:
+        reason = _text(workload.annotations.get(L.LEDGER_CONFLICT))
         if reason is not None:
+            row = _row(workload)
             out.append(
                 Violation(
                     policy=LEDGER_POLICY,
                     level="mandatory",
-                    urn=resource.urn,
+                    urn=workload.resource.urn,
                     message=f"{row.ref} ({row.key}): {reason}",
                     pack="keyfence",
                     description="One key, one holder across every stack: the key ledger in Vault.",
                 )
             )
     return out
-
-
-def _deployments(resources: list[RegisteredResource]) -> list[RegisteredResource]:
-    """The workloads ``process_rows`` reads, in the same order: Deployments and StatefulSets."""
-    return [r for r in resources if r.type in (DEPLOYMENT_TYPE, STATEFULSET_TYPE)]
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
