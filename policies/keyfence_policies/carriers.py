@@ -144,6 +144,11 @@ def _digest_material(secret: SecretInfo, props: Node, book: KeyBook) -> None:
 
 def read_config_map(obj: StackObject) -> SecretInfo:
     """A ConfigMap: it carries a key only if the scan finds key material in it."""
+    return _not_a_key_secret(obj, "ConfigMap")
+
+
+def _not_a_key_secret(obj: StackObject, kind: CarrierKind) -> SecretInfo:
+    """An object that is not itself a key Secret, by its metadata (a key found in it is added later)."""
     metadata = obj.metadata
     return SecretInfo(
         obj.urn,
@@ -154,24 +159,13 @@ def read_config_map(obj: StackObject) -> SecretInfo:
         obj.problems,
         is_key=False,
         key_uncertain=False,
-        kind="ConfigMap",
+        kind=kind,
     )
 
 
 def read_provider_class(obj: StackObject) -> tuple[SecretInfo, list[str]]:
     """A SecretProviderClass, and the Secrets it syncs (``spec.secretObjects[].secretName``)."""
-    metadata = obj.metadata
-    info = SecretInfo(
-        obj.urn,
-        obj.namespace,
-        metadata.get("name").text() or None,
-        metadata.get("labels").string_map(),
-        metadata.get("annotations").string_map(),
-        obj.problems,
-        is_key=False,
-        key_uncertain=False,
-        kind="SecretProviderClass",
-    )
+    info = _not_a_key_secret(obj, "SecretProviderClass")
     synced = [
         name
         for item in obj.props.dig("spec", "secretObjects").items()
