@@ -30,7 +30,7 @@ from keyfence.check.packconfig import reconcile_config
 from keyfence.check.results import CheckResult
 from keyfence.check.runner import default_policy_pack, run_check
 from keyfence.check.target import DEFAULT_PROJECT, DEFAULT_STACK
-from keyfence.fleet import declare_fleet
+from keyfence.fleet import declare
 from keyfence.keys import Mode, ResolvedKey, resolve_keys
 from keyfence.spec import FleetSpec, load_spec
 from keyfence.vault import VaultSettings, connect
@@ -199,8 +199,11 @@ def claims(spec: FleetSpec, settings: VaultSettings, keys: list[ResolvedKey]) ->
 
 
 def register(spec: FleetSpec, keys: list[ResolvedKey]) -> Collected:
-    """The program's declarations under the mocks, keys already resolved (no spec load, no Vault)."""
-    return collect(lambda: declare_fleet(spec, keys), project=DEFAULT_PROJECT, stack=DEFAULT_STACK)
+    """The program's declarations under the mocks, keys already resolved (no spec load, no Vault).
+
+    As ``keyfence.program.main`` does, the registrations are awaited by the fleet itself.
+    """
+    return collect(lambda: declare(spec, keys).registered(), project=DEFAULT_PROJECT, stack=DEFAULT_STACK)
 
 
 @dataclass(frozen=True)

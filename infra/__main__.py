@@ -8,13 +8,6 @@ if __package__ in (None, ""):
     # there instead, so `keyfence` imports from the checkout even when it is not installed.
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-import pulumi
+from keyfence.program import main
 
-from keyfence.errors import KeyfenceError
-from keyfence.program import run_from_config
-
-try:
-    run_from_config()
-except KeyfenceError as exc:
-    # RunError ends the program with this message and no traceback.
-    raise pulumi.RunError(str(exc)) from None
+main()

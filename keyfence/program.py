@@ -15,8 +15,8 @@ from typing import Any
 import pulumi
 
 from .claims import current_stack
-from .errors import SpecError
-from .fleet import declare_fleet
+from .errors import KeyfenceError, SpecError
+from .fleet import Fleet, declare
 from .keys import Mode, ResolvedKey, resolve_keys
 from .spec import FleetSpec, load_spec
 from .vault import VaultSettings
@@ -106,13 +106,27 @@ def refuse_render_of_material(spec: FleetSpec, render_dir: str | None) -> None:
         )
 
 
-def run(options: ProgramOptions) -> dict[str, dict[str, Any]]:
-    """The whole program; the Pulumi entry point and ``keyfence check`` both call this."""
+def declare_from(options: ProgramOptions) -> Fleet:
+    """The whole program: spec, keys, then every resource; ``keyfence check`` runs it too."""
     spec = options.loaded if options.loaded is not None else load_spec(options.spec_path)
     # Before Vault is read: a refused render must not have fetched any material first.
     refuse_render_of_material(spec, pulumi.Config("kubernetes").get(RENDER_CONFIG))
     spec, keys = prepare(replace(options, loaded=spec))
-    return declare_fleet(spec, keys, options.stack or current_stack())
+    return declare(spec, keys, options.stack or current_stack())
+
+
+def run(options: ProgramOptions) -> dict[str, dict[str, Any]]:
+    """:func:`declare_from`, returning its per-process facts."""
+    return declare_from(options).outputs
+
+
+def declare_from_config() -> Fleet:
+    """The fleet of the stack's ``keyfence:spec``, for programs that declare more beside it.
+
+    A program with a large fleet passes the result's ``registered`` to ``pulumi.run`` (see
+    :meth:`keyfence.fleet.Fleet.registered` for why); raises KeyfenceError before declaring anything.
+    """
+    return declare_from(options_from_config())
 
 
 def run_from_config() -> dict[str, dict[str, Any]]:
@@ -120,4 +134,16 @@ def run_from_config() -> dict[str, dict[str, Any]]:
 
     Returns per-process facts (namespace, deployment, key path, fingerprint, version).
     """
-    return run(options_from_config())
+    return declare_from_config().outputs
+
+
+def main() -> None:
+    """keyfence's own Pulumi program (``infra/__main__.py``): the fleet, then its registrations awaited.
+
+    A KeyfenceError ends the program as a ``pulumi.RunError``: its message, no traceback.
+    """
+    try:
+        fleet = declare_from_config()
+    except KeyfenceError as exc:
+        raise pulumi.RunError(str(exc)) from None
+    pulumi.run(fleet.registered)

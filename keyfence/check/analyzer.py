@@ -30,6 +30,7 @@ from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc, engine_pb2, en
 from ..errors import PolicyPackError
 from .harness import RegisteredResource
 from .packconfig import ConfigEntry, ConfigLayer, read_pack_project, reconcile_config, venv_python
+from .requests import StackRequest, analyze_request, provider_of
 from .verdict import LEVELS, Analysis, Level, LogLine, PolicyConfig, PolicyMeta, ReportedLevel, Violation
 
 _TO_PROTO: Final[dict[Level, int]] = {
@@ -149,6 +150,8 @@ class PolicyPackSession:
         self._executor: futures.ThreadPoolExecutor | None = None
         self._channel: Any = None
         self._stub: analyzer_pb2_grpc.AnalyzerStub | None = None
+        self._analyze_stack_bytes: Any = None
+        self._stack_request = StackRequest()
         self._stdout_lines: queue.Queue[str | None] = queue.Queue()
         self._stdout: _Output | None = None
         self._stderr: _Output | None = None
@@ -227,6 +230,12 @@ class PolicyPackSession:
         except grpc.FutureTimeoutError:
             raise self._failure(f"printed port {port} but does not answer on it") from None
         self._stub = analyzer_pb2_grpc.AnalyzerStub(self._channel)
+        # AnalyzeStack as the stub's, but sending a request already serialized (requests.StackRequest).
+        self._analyze_stack_bytes = self._channel.unary_unary(
+            "/pulumirpc.Analyzer/AnalyzeStack",
+            request_serializer=None,
+            response_deserializer=analyzer_pb2.AnalyzeResponse.FromString,
+        )
 
     def _environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(SCRUBBED_ENV_PREFIXES)}
@@ -412,14 +421,10 @@ class PolicyPackSession:
         for resource in resources:
             seen.append(resource)
             by_urn[resource.urn] = resource
-            request = analyzer_pb2.AnalyzeRequest(
-                type=resource.type,
-                urn=resource.urn,
-                name=resource.name,
-                options=_options(resource),
-                provider=_provider(resource, by_urn),
-            )
-            request.properties.CopyFrom(resource.properties)
+            provider = provider_of(resource, by_urn)
+            request = analyze_request(resource, provider)
+            # Its AnalyzeStack entry too, while the program still registers (requests.py).
+            self._stack_request.add(resource, provider)
             with self._call(f"Analyze({resource.urn})"):
                 in_flight.append((resource, self.stub.Analyze.future(request, timeout=self.call_timeout)))
             if len(in_flight) >= ANALYZE_WINDOW:
@@ -429,25 +434,12 @@ class PolicyPackSession:
         return violations
 
     def analyze_stack(self, resources: Sequence[RegisteredResource], pack_name: str) -> list[Violation]:
-        """One AnalyzeStack call with every resource."""
-        by_urn = {resource.urn: resource for resource in resources}
-        stack_request = analyzer_pb2.AnalyzeStackRequest()
-        for resource in resources:
-            item = stack_request.resources.add(
-                type=resource.type,
-                urn=resource.urn,
-                name=resource.name,
-                parent=resource.parent,
-                dependencies=list(resource.dependencies),
-                options=_options(resource),
-                provider=_provider(resource, by_urn),
-            )
-            item.properties.CopyFrom(resource.properties)
-            for key, urns in resource.property_dependencies.items():
-                if urns:
-                    item.propertyDependencies[key].urns.extend(urns)
+        """One AnalyzeStack call with every resource (entries already built by Analyze are reused)."""
+        request = self._stack_request.serialize(resources)
+        if self._analyze_stack_bytes is None:
+            raise PolicyPackError("the policy pack is not running")
         with self._call("AnalyzeStack"):
-            response = self.stub.AnalyzeStack(stack_request, timeout=self.call_timeout)
+            response = self._analyze_stack_bytes(request, timeout=self.call_timeout)
         return self._violations(response.diagnostics, pack_name, default_urn="")
 
     def _violations(
@@ -483,28 +475,6 @@ def _kind(policy: analyzer_pb2.PolicyInfo) -> Literal["resource", "stack", "unsp
     if policy.policy_type == analyzer_pb2.POLICY_TYPE_STACK:
         return "stack"
     return "unspecified"
-
-
-def _options(resource: RegisteredResource) -> analyzer_pb2.AnalyzerResourceOptions:
-    # The CLI always sends custom timeouts (zero when unset) and the parent URN. Aliases are
-    # the old URNs matched in the stack's state: none in a preview of a new stack.
-    return analyzer_pb2.AnalyzerResourceOptions(
-        parent=resource.parent,
-        protect=resource.protect,
-        customTimeouts=analyzer_pb2.AnalyzerResourceOptions.CustomTimeouts(),
-    )
-
-
-def _provider(
-    resource: RegisteredResource, by_urn: Mapping[str, RegisteredResource]
-) -> analyzer_pb2.AnalyzerProviderResource | None:
-    """The resource's provider as the engine describes it to a pack (step_generator.go)."""
-    provider = by_urn.get(resource.provider.rsplit("::", 1)[0]) if resource.provider else None
-    if provider is None:
-        return None
-    out = analyzer_pb2.AnalyzerProviderResource(type=provider.type, urn=provider.urn, name=provider.name)
-    out.properties.CopyFrom(provider.properties)
-    return out
 
 
 # --------------------------------------------------------------------------- one-call entry point
