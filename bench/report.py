@@ -249,6 +249,12 @@ def rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     body.append(
         ["peak memory of the pack process (MB)", *(_megabytes(s["memory"]["pack_mb"]) for s in sizes)]
     )
+    body.append(
+        [
+            "peak memory of the program's process (MB, upper bound)",
+            *(_megabytes(s["memory"].get("program_mb")) for s in sizes),
+        ]
+    )
     body.append(["check / floor", *(_times(s["ratios"]["check_over_floor"]) for s in sizes)])
     return header, body
 

@@ -93,6 +93,7 @@ def run(
             figures["memory"] = {
                 "check_mb": mem.check_mb,
                 "pack_mb": mem.pack_mb,
+                "program_mb": mem.program_mb,
                 "seconds": mem.seconds,
                 "gc_s": mem.gc_s,
             }

@@ -209,6 +209,8 @@ def test_python_m_bench_runs_end_to_end_on_a_real_openbao(tmp_path: Path) -> Non
         assert memory["check_mb"] > 0 and memory["seconds"] > 0 and memory["gc_s"] >= 0
         # The pack's own peak, read from /proc: far below the check's, never inherited from it.
         assert 0 < memory["pack_mb"] < memory["check_mb"]
+        # The program's process was reaped and measured apart from the pack.
+        assert memory["program_mb"] is not None and memory["program_mb"] > 0
         types = size["resource_types"]
         assert types["floor"] == types["program"], "the floor registers what the program registers"
         assert sum(types["program"].values()) == size["resources"]
