@@ -192,10 +192,12 @@ class OpenBao:
 
 class Fault(NamedTuple):
     """A scripted answer; ``forward=True`` passes the request on first, then answers ``status``
-    anyway (a write that landed although the client saw it fail)."""
+    anyway (a write that landed although the client saw it fail); ``location`` makes it a redirect
+    to that address (a standby node pointing at the active one)."""
 
     status: int
     forward: bool = False
+    location: str | None = None
 
 
 class FlakyProxy:
@@ -267,6 +269,8 @@ class FlakyProxy:
                     self.send_response(fault.status)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(payload)))
+                    if fault.location:
+                        self.send_header("Location", fault.location + path)
                     self.end_headers()
                     self.wfile.write(payload)
                     return

@@ -14,7 +14,7 @@ import pytest
 from keyfence.material import KeyMaterial
 from keyfence.vault import VaultSettings, VaultUnavailableError, connect
 from keyfence.vault.pooled import PooledAdapter
-from tests.openbao import FlakyProxy, OpenBao
+from tests.openbao import Fault, FlakyProxy, OpenBao
 
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
 
@@ -178,3 +178,13 @@ def test_scrubbed_errors_through_the_adapter(openbao: OpenBao, no_proxy_env: Non
     with connect(settings(openbao.addr, token)) as client, pytest.raises(VaultUnavailableError) as err:
         client.read_record("secret", "pooled/k")
     assert token not in str(err.value) and "secret/pooled/k" in str(err.value)
+
+
+def test_a_redirect_is_followed_as_before(openbao: OpenBao, vault_prefix: str, no_proxy_env: None) -> None:
+    """A standby's 307 is handed to the session, which sends the request again and follows it."""
+    openbao.put_data(f"{vault_prefix}/rec", {"path": "x"})
+    with FlakyProxy(openbao.addr) as standby:
+        standby.script = [Fault(307, location=openbao.addr), Fault(307, location=openbao.addr)]
+        with connect(settings(standby.addr, openbao.root_token)) as client:
+            assert client.read_record("secret", f"{vault_prefix}/rec") == ({"path": "x"}, 1)
+        assert standby.hits(f"/v1/secret/data/{vault_prefix}/rec") == 2 and standby.script == []
