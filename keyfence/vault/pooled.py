@@ -43,9 +43,7 @@ class PooledAdapter(hvac.adapters.JSONAdapter):  # type: ignore[misc]  # hvac ha
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        split = urlsplit(self.base_uri)
-        self._origin_length = len(f"{split.scheme}://{split.netloc}")
-        self._pooled: tuple[tuple[object, ...], HTTPConnectionPool, bool] | None = None
+        self._pooled: tuple[tuple[object, ...], HTTPConnectionPool, int] | None = None
 
     def request(
         self,
@@ -92,10 +90,10 @@ class PooledAdapter(hvac.adapters.JSONAdapter):  # type: ignore[misc]  # hvac ha
         pooled = self._pool_for(transport)
         if pooled is None:
             return self._session_send(method, url, headers, raise_exception, kwargs)
-        pool, absolute = pooled
+        pool, cut = pooled
         prepared = self._prepare(method, url, dict(headers or {}), kwargs)
         assert prepared.url is not None and prepared.method is not None
-        target = prepared.url if absolute else prepared.url[self._origin_length :] or "/"
+        target = prepared.url[cut:] or "/"
         timeout = self._kwargs["timeout"]
         connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
         try:
@@ -132,15 +130,16 @@ class PooledAdapter(hvac.adapters.JSONAdapter):  # type: ignore[misc]  # hvac ha
             self._raise_for_error(method, prepared.url, response)
         return response
 
-    def _pool_for(self, transport: HTTPAdapter) -> tuple[HTTPConnectionPool, bool] | None:
-        """The session's pool for Vault's address, and whether requests name the whole URL (a proxy).
+    def _pool_for(self, transport: HTTPAdapter) -> tuple[HTTPConnectionPool, int] | None:
+        """The session's pool for Vault's address, and how much of a URL to cut to get the request
+        target: the scheme and host, or nothing when a forward proxy is sent the whole URL.
 
         Asked of the session's adapter once per setting, not per request: that lookup costs a
         tenth of a read. A pool the session has closed since is asked for again.
         """
         options = self._kwargs
         proxies = options["proxies"] or {}
-        key = (transport, options["verify"], options["cert"], tuple(sorted(proxies.items())))
+        key = (self.base_uri, transport, options["verify"], options["cert"], tuple(sorted(proxies.items())))
         cached = self._pooled
         if cached is not None and cached[0] == key and cached[1].pool is not None:
             return cached[1], cached[2]
@@ -157,9 +156,11 @@ class PooledAdapter(hvac.adapters.JSONAdapter):  # type: ignore[misc]  # hvac ha
         transport.cert_verify(  # type: ignore[no-untyped-call]  # typed in requests, not in its stubs
             pool, self.base_uri, options["verify"], options["cert"]
         )
-        absolute = not transport.request_url(origin, proxies).startswith("/")
-        self._pooled = (key, pool, absolute)
-        return pool, absolute
+        split = urlsplit(self.base_uri)
+        whole = not transport.request_url(origin, proxies).startswith("/")
+        cut = 0 if whole else len(f"{split.scheme}://{split.netloc}")
+        self._pooled = (key, pool, cut)
+        return pool, cut
 
     def _prepare(
         self, method: str, url: str, extra: dict[str, str], kwargs: dict[str, Any]

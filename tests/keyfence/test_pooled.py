@@ -188,3 +188,12 @@ def test_a_redirect_is_followed_as_before(openbao: OpenBao, vault_prefix: str, n
         with connect(settings(standby.addr, openbao.root_token)) as client:
             assert client.read_record("secret", f"{vault_prefix}/rec") == ({"path": "x"}, 1)
         assert standby.hits(f"/v1/secret/data/{vault_prefix}/rec") == 2 and standby.script == []
+
+
+def test_a_new_address_gets_its_own_pool(openbao: OpenBao, vault_prefix: str, no_proxy_env: None) -> None:
+    openbao.put_data(f"{vault_prefix}/rec", {"path": "x"})
+    with connect(settings(openbao.addr, openbao.root_token)) as client, FlakyProxy(openbao.addr) as other:
+        assert client.read_record("secret", f"{vault_prefix}/rec") is not None
+        client.hvac_client.url = other.addr
+        assert client.read_record("secret", f"{vault_prefix}/rec") is not None
+        assert other.hits(f"/v1/secret/data/{vault_prefix}/rec") == 1
