@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import http.server
 import re
+import ssl
 import threading
 import time
 import uuid
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 import hvac
 import requests
@@ -190,10 +192,12 @@ class OpenBao:
 
 class Fault(NamedTuple):
     """A scripted answer; ``forward=True`` passes the request on first, then answers ``status``
-    anyway (a write that landed although the client saw it fail)."""
+    anyway (a write that landed although the client saw it fail); ``location`` makes it a redirect
+    to that address (a standby node pointing at the active one)."""
 
     status: int
     forward: bool = False
+    location: str | None = None
 
 
 class FlakyProxy:
@@ -201,11 +205,20 @@ class FlakyProxy:
 
     ``script`` is consumed one entry per request whose path contains ``match``: a status
     code (or a Fault) is answered instead of Vault's response; when the script is empty,
-    requests are forwarded to ``upstream`` unchanged.
+    requests are forwarded to ``upstream`` unchanged. It also serves as a forward proxy
+    (requests naming the whole URL), and serves TLS with ``tls=(certificate, key)``.
     """
 
-    def __init__(self, upstream: str, *, port: int | None = None, match: str = "/v1/") -> None:
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        port: int | None = None,
+        match: str = "/v1/",
+        tls: tuple[str, str] | None = None,
+    ) -> None:
         self.upstream = upstream
+        self.tls = tls
         self.port = port or free_port()
         self.match = match
         self.script: list[int | Fault] = []
@@ -217,7 +230,7 @@ class FlakyProxy:
 
     @property
     def addr(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{LOOPBACK}:{self.port}"
 
     def hits(self, fragment: str) -> int:
         """How many requests (answered or forwarded) had ``fragment`` in their path."""
@@ -234,22 +247,30 @@ class FlakyProxy:
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                # A client using us as its forward proxy names the whole URL: keep its path.
+                path = self.path
+                if "://" in path:
+                    path = urlsplit(path)._replace(scheme="", netloc="").geturl()
                 with proxy._lock:
                     proxy.seen.append((self.command, self.path))
-                    entry = proxy.script.pop(0) if proxy.script and proxy.match in self.path else None
+                    entry = proxy.script.pop(0) if proxy.script and proxy.match in path else None
                 fault = Fault(entry) if isinstance(entry, int) else entry
                 headers = {
                     k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")
                 }
                 if fault is None or fault.forward:
-                    upstream = requests.request(
-                        self.command, proxy.upstream + self.path, headers=headers, data=body, timeout=10
-                    )
+                    with requests.Session() as direct:
+                        direct.trust_env = False  # a proxy must not send its own requests to a proxy
+                        upstream = direct.request(
+                            self.command, proxy.upstream + path, headers=headers, data=body, timeout=10
+                        )
                 if fault is not None:
                     payload = b'{"errors":["injected by FlakyProxy"]}'
                     self.send_response(fault.status)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(payload)))
+                    if fault.location:
+                        self.send_header("Location", fault.location + path)
                     self.end_headers()
                     self.wfile.write(payload)
                     return
@@ -264,6 +285,10 @@ class FlakyProxy:
             do_GET = do_POST = do_PUT = do_DELETE = do_LIST = do_PATCH = _handle
 
         self._server = http.server.ThreadingHTTPServer((LOOPBACK, self.port), Handler)
+        if self.tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self.tls)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name="flaky-proxy", daemon=True

@@ -18,6 +18,7 @@ from ..errors import KeyfenceError, RefusedError
 from ..material import KeyMaterial
 from .errors import KeyAccessDeniedError, MalformedKeyError, VaultRequestError
 from .metadata import KeyMetadata, parse_metadata
+from .pooled import PooledAdapter
 from .settings import VaultSettings
 from .transport import NO_ROUTE, Operation, Transport, data_of, errors_text
 
@@ -384,6 +385,7 @@ def connect(settings: VaultSettings) -> KV2Client:
         cert=cert,
         timeout=settings.timeout,
         session=session,
+        adapter=PooledAdapter,
     )
     kv = KV2Client(client, settings, session)
     try:

@@ -1,0 +1,199 @@
+"""The hvac adapter that skips Session.request: TLS, proxies, hvac's own arguments and its fallbacks,
+against the real OpenBao (through a proxy in front of it where TLS or a forward proxy is needed)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import hvac
+import pytest
+
+from keyfence.material import KeyMaterial
+from keyfence.vault import VaultSettings, VaultUnavailableError, connect
+from keyfence.vault.pooled import PooledAdapter
+from tests.openbao import Fault, FlakyProxy, OpenBao
+
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+
+
+@pytest.fixture
+def no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 and its key."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    where = tmp_path_factory.mktemp("tls")
+    cert, key = where / "vault.pem", where / "vault-key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return str(cert), str(key)
+
+
+@pytest.fixture
+def tls_vault(openbao: OpenBao, certificate: tuple[str, str]) -> Iterator[FlakyProxy]:
+    with FlakyProxy(openbao.addr, tls=certificate) as front:
+        yield front
+
+
+def settings(addr: str, token: str, **overrides: Any) -> VaultSettings:
+    return VaultSettings(
+        addr=addr, token=token, **{"timeout": 5.0, "retries": 2, "backoff": 0.1, **overrides}
+    )
+
+
+def test_the_client_uses_the_pooled_adapter(openbao: OpenBao, no_proxy_env: None) -> None:
+    with connect(settings(openbao.addr, openbao.root_token)) as client:
+        assert isinstance(client.hvac_client.adapter, PooledAdapter)
+
+
+def test_tls_verified_with_the_ca_bundle(
+    openbao: OpenBao,
+    tls_vault: FlakyProxy,
+    certificate: tuple[str, str],
+    vault_prefix: str,
+    no_proxy_env: None,
+) -> None:
+    secret = KeyMaterial(api_key=f"CANARYKEY-{vault_prefix}", api_secret=f"CANARYSECRET-{vault_prefix}")
+    with connect(settings(tls_vault.addr, openbao.root_token, cacert=certificate[0])) as client:
+        version = client.write_key("secret", f"{vault_prefix}/k", secret, cas=0)
+        assert client.read_version("secret", f"{vault_prefix}/k", version) == secret
+        assert client.read_record("secret", f"{vault_prefix}/absent") is None
+    assert tls_vault.hits(f"/v1/secret/data/{vault_prefix}/k") == 2
+
+
+def test_tls_refused_without_the_ca(
+    openbao: OpenBao, tls_vault: FlakyProxy, vault_prefix: str, no_proxy_env: None
+) -> None:
+    with (
+        connect(settings(tls_vault.addr, openbao.root_token)) as client,
+        pytest.raises(VaultUnavailableError) as err,
+    ):
+        client.read_record("secret", f"{vault_prefix}/k")
+    assert "certificate is not trusted" in str(err.value) and "VAULT_CACERT" in str(err.value)
+    assert tls_vault.hits("/v1/") == 0
+
+
+def test_plain_http_client_on_a_tls_port_is_named(
+    openbao: OpenBao, tls_vault: FlakyProxy, vault_prefix: str, no_proxy_env: None
+) -> None:
+    plain = tls_vault.addr.replace("https://", "http://")
+    with connect(settings(plain, openbao.root_token)) as client, pytest.raises(VaultUnavailableError) as err:
+        client.read_record("secret", f"{vault_prefix}/k")
+    assert f"Vault at {plain}" in str(err.value)
+
+
+def test_proxy_from_the_environment(
+    openbao: OpenBao, vault_prefix: str, no_proxy_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    openbao.put_data(f"{vault_prefix}/rec", {"path": "x"})
+    with FlakyProxy(openbao.addr) as forward:
+        monkeypatch.setenv("HTTP_PROXY", forward.addr)
+        with connect(settings(openbao.addr, openbao.root_token)) as client:
+            assert client.read_record("secret", f"{vault_prefix}/rec") == ({"path": "x"}, 1)
+        # A forward proxy is sent the whole URL, and it is the proxy that reached Vault.
+        assert any(
+            path.startswith(f"{openbao.addr}/v1/secret/data/{vault_prefix}/rec") for _, path in forward.seen
+        )
+
+
+def test_no_proxy_is_honoured(
+    openbao: OpenBao, vault_prefix: str, no_proxy_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    openbao.put_data(f"{vault_prefix}/rec", {"path": "x"})
+    with FlakyProxy(openbao.addr) as forward:
+        monkeypatch.setenv("HTTP_PROXY", forward.addr)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        with connect(settings(openbao.addr, openbao.root_token)) as client:
+            assert client.read_record("secret", f"{vault_prefix}/rec") == ({"path": "x"}, 1)
+        assert forward.seen == []
+
+
+def test_hvac_arguments_still_reach_vault(openbao: OpenBao, vault_prefix: str, no_proxy_env: None) -> None:
+    """Query parameters, a wrapping TTL, a LIST and a raw (non-JSON-dict) answer all go through."""
+    openbao.put_data(f"{vault_prefix}/v", {"n": "1"})
+    openbao.put_data(f"{vault_prefix}/v", {"n": "2"})
+    with connect(settings(openbao.addr, openbao.root_token)) as client:
+        kv2 = client.hvac_client.secrets.kv.v2
+        first = kv2.read_secret_version(path=f"{vault_prefix}/v", version=1, raise_on_deleted_version=True)
+        assert first["data"]["data"] == {"n": "1"}
+        assert kv2.list_secrets(path=vault_prefix)["data"]["keys"] == ["v"]
+        wrapped = client.hvac_client.auth.token.create(policies=["default"], ttl="5m", wrap_ttl="60s")
+        assert wrapped["wrap_info"]["ttl"] == 60
+        deleted = kv2.delete_latest_version_of_secret(path=f"{vault_prefix}/v")
+        assert deleted.status_code == 204
+        with pytest.raises(hvac.exceptions.InvalidPath):
+            kv2.read_secret_metadata(path=f"{vault_prefix}/missing")
+
+
+def test_a_closed_session_reopens_its_pool(openbao: OpenBao, vault_prefix: str, no_proxy_env: None) -> None:
+    openbao.put_data(f"{vault_prefix}/rec", {"path": "x"})
+    with connect(settings(openbao.addr, openbao.root_token)) as client:
+        assert client.read_record("secret", f"{vault_prefix}/rec") is not None
+        client.session.get_adapter(openbao.addr).close()
+        assert client.read_record("secret", f"{vault_prefix}/rec") is not None
+
+
+def test_an_unexpected_argument_goes_through_the_session(openbao: OpenBao, no_proxy_env: None) -> None:
+    with connect(settings(openbao.addr, openbao.root_token)) as client:
+        seen: list[int] = []
+        client.session.hooks["response"].append(lambda response, *a, **k: seen.append(response.status_code))
+        answer = client.hvac_client.adapter.get("/v1/sys/health", stream=False)
+        assert answer["initialized"] is True and seen == [200]
+
+
+def test_scrubbed_errors_through_the_adapter(openbao: OpenBao, no_proxy_env: None) -> None:
+    """A refused token's error names the address and path, never the token."""
+    token = "s.CANARYTOKEN-pooled"
+    with connect(settings(openbao.addr, token)) as client, pytest.raises(VaultUnavailableError) as err:
+        client.read_record("secret", "pooled/k")
+    assert token not in str(err.value) and "secret/pooled/k" in str(err.value)
+
+
+def test_a_redirect_is_followed_as_before(openbao: OpenBao, vault_prefix: str, no_proxy_env: None) -> None:
+    """A standby's 307 is handed to the session, which sends the request again and follows it."""
+    openbao.put_data(f"{vault_prefix}/rec", {"path": "x"})
+    with FlakyProxy(openbao.addr) as standby:
+        standby.script = [Fault(307, location=openbao.addr), Fault(307, location=openbao.addr)]
+        with connect(settings(standby.addr, openbao.root_token)) as client:
+            assert client.read_record("secret", f"{vault_prefix}/rec") == ({"path": "x"}, 1)
+        assert standby.hits(f"/v1/secret/data/{vault_prefix}/rec") == 2 and standby.script == []
+
+
+def test_a_new_address_gets_its_own_pool(openbao: OpenBao, vault_prefix: str, no_proxy_env: None) -> None:
+    openbao.put_data(f"{vault_prefix}/rec", {"path": "x"})
+    with connect(settings(openbao.addr, openbao.root_token)) as client, FlakyProxy(openbao.addr) as other:
+        assert client.read_record("secret", f"{vault_prefix}/rec") is not None
+        client.hvac_client.url = other.addr
+        assert client.read_record("secret", f"{vault_prefix}/rec") is not None
+        assert other.hits(f"/v1/secret/data/{vault_prefix}/rec") == 1
