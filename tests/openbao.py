@@ -223,6 +223,8 @@ class FlakyProxy:
         self.match = match
         self.script: list[int | Fault] = []
         self.seen: list[tuple[str, str]] = []
+        self.authorizations: list[str | None] = []
+        """Each request's Authorization header, in order (Vault ignores a Basic one)."""
         self.on_request: Callable[[str, str], None] | None = None
         self._lock = threading.Lock()
         self._server: http.server.ThreadingHTTPServer | None = None
@@ -253,6 +255,7 @@ class FlakyProxy:
                     path = urlsplit(path)._replace(scheme="", netloc="").geturl()
                 with proxy._lock:
                     proxy.seen.append((self.command, self.path))
+                    proxy.authorizations.append(self.headers.get("Authorization"))
                     entry = proxy.script.pop(0) if proxy.script and proxy.match in path else None
                 fault = Fault(entry) if isinstance(entry, int) else entry
                 headers = {

@@ -23,7 +23,7 @@ import urllib3
 import urllib3.exceptions as u3
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
-from requests.utils import requote_uri
+from requests.utils import check_header_validity, requote_uri
 from urllib3.connectionpool import HTTPConnectionPool
 
 _PLAIN_KWARGS: Final = frozenset({"json", "params", "wrap_ttl"})
@@ -85,7 +85,12 @@ class PooledAdapter(hvac.adapters.JSONAdapter):  # type: ignore[misc]  # hvac ha
         kwargs: dict[str, Any],
     ) -> requests.Response:
         transport = self.session.get_adapter(self.base_uri)
-        if self.strict_http or not kwargs.keys() <= _PLAIN_KWARGS or not isinstance(transport, HTTPAdapter):
+        if (
+            self.strict_http
+            or not kwargs.keys() <= _PLAIN_KWARGS
+            or not isinstance(transport, HTTPAdapter)
+            or ("/." in url and _climbs(url))
+        ):
             return self._session_send(method, url, headers, raise_exception, kwargs)
         pooled = self._pool_for(transport)
         if pooled is None:
@@ -151,12 +156,13 @@ class PooledAdapter(hvac.adapters.JSONAdapter):  # type: ignore[misc]  # hvac ha
             )
         except urllib3.exceptions.LocationValueError as exc:
             raise requests.exceptions.InvalidURL(exc, request=origin) from exc
-        if not isinstance(pool, HTTPConnectionPool):
+        split = urlsplit(self.base_uri)
+        if not isinstance(pool, HTTPConnectionPool) or split.username is not None:
+            # Credentials in VAULT_ADDR are requests' to turn into an Authorization header.
             return None
         transport.cert_verify(  # type: ignore[no-untyped-call]  # typed in requests, not in its stubs
             pool, self.base_uri, options["verify"], options["cert"]
         )
-        split = urlsplit(self.base_uri)
         whole = not transport.request_url(origin, proxies).startswith("/")
         cut = 0 if whole else len(f"{split.scheme}://{split.netloc}")
         self._pooled = (key, pool, cut)
@@ -198,12 +204,23 @@ class PooledAdapter(hvac.adapters.JSONAdapter):  # type: ignore[misc]  # hvac ha
             header_map["Content-Length"] = str(len(body))
         elif verb not in _NO_BODY:
             header_map["Content-Length"] = "0"
+        for header in header_map.items():
+            # As requests refuses them, before anything is sent: a token or namespace with a line
+            # break or edge whitespace is an InvalidHeader, never http.client's ValueError that
+            # quotes the value.
+            check_header_validity(header)
         prepared = requests.PreparedRequest()
         prepared.method = verb
         prepared.url = requote_uri(full)
         prepared.headers = header_map
         prepared.body = body
         return prepared
+
+
+def _climbs(url: str) -> bool:
+    """Whether a path has '.' or '..' segments, which requests resolves before sending."""
+    path = url.split("?", 1)[0].split("#", 1)[0]
+    return any(segment in (".", "..") for segment in path.split("/"))
 
 
 def _as_requests_error(exc: Exception, request: requests.PreparedRequest) -> Exception:

@@ -197,3 +197,38 @@ def test_a_new_address_gets_its_own_pool(openbao: OpenBao, vault_prefix: str, no
         client.hvac_client.url = other.addr
         assert client.read_record("secret", f"{vault_prefix}/rec") is not None
         assert other.hits(f"/v1/secret/data/{vault_prefix}/rec") == 1
+
+
+def test_dot_segments_are_resolved_before_sending(
+    openbao: OpenBao, vault_prefix: str, no_proxy_env: None
+) -> None:
+    """requests resolves '.' and '..' in the path before sending; a proxy in front must never see them."""
+    openbao.put_data(f"{vault_prefix}/rec", {"path": "x"})
+    with FlakyProxy(openbao.addr) as front, connect(settings(front.addr, openbao.root_token)) as client:
+        answer = client.hvac_client.adapter.get(f"/v1/secret/data/{vault_prefix}/other/../rec")
+        assert answer["data"]["data"] == {"path": "x"}
+        assert [path for _, path in front.seen] == [f"/v1/secret/data/{vault_prefix}/rec"]
+
+
+def test_credentials_in_the_address_are_sent_as_requests_sends_them(
+    openbao: OpenBao, vault_prefix: str, no_proxy_env: None
+) -> None:
+    """A VAULT_ADDR with user:password@ (an authenticating proxy in front of Vault) sends Basic auth."""
+    openbao.put_data(f"{vault_prefix}/rec", {"path": "x"})
+    with FlakyProxy(openbao.addr) as front:
+        addr = front.addr.replace("://", "://proxyuser:proxypass@")
+        with connect(settings(addr, openbao.root_token)) as client:
+            assert client.read_record("secret", f"{vault_prefix}/rec") == ({"path": "x"}, 1)
+        assert front.authorizations and all(a and a.startswith("Basic ") for a in front.authorizations)
+
+
+@pytest.mark.parametrize("token", ["s.CANARY\nTOKEN-pooled", "s.CANARY\rX-Injected: 1"])
+def test_a_token_that_is_no_header_value_is_refused_without_echoing_it(
+    openbao: OpenBao, no_proxy_env: None, token: str
+) -> None:
+    """A token with a line break (two lines of a file) fails as a KeyfenceError that does not quote it."""
+    with FlakyProxy(openbao.addr) as front, connect(settings(front.addr, token)) as client:
+        with pytest.raises(VaultUnavailableError) as err:
+            client.read_record("secret", "pooled/k")
+        assert "CANARY" not in str(err.value) and "secret/pooled/k" in str(err.value)
+        assert front.seen == []
