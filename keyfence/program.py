@@ -140,10 +140,18 @@ def run_from_config() -> dict[str, dict[str, Any]]:
 def main() -> None:
     """keyfence's own Pulumi program (``infra/__main__.py``): the fleet, then its registrations awaited.
 
-    A KeyfenceError ends the program as a ``pulumi.RunError``: its message, no traceback.
+    A KeyfenceError ends the program as a ``pulumi.RunError``: its message, no traceback. A
+    wrapping program that calls ``pulumi.run`` itself should call :func:`declare_from_config` and
+    await ``Fleet.registered`` in its own entry point; if it calls this instead, the fleet is still
+    declared and awaited by the SDK.
     """
     try:
         fleet = declare_from_config()
     except KeyfenceError as exc:
         raise pulumi.RunError(str(exc)) from None
-    pulumi.run(fleet.registered)
+    try:
+        pulumi.run(fleet.registered)
+    except pulumi.RunError:
+        # A wrapping program already handed its own entry point to pulumi.run (only one is
+        # allowed): the SDK's shutdown loop waits for the fleet instead, slower but the same.
+        return

@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+import pulumi
 import pytest
 
 from keyfence.check.harness import Collected, collect
@@ -61,3 +62,23 @@ def test_main_declares_what_the_library_call_declares(monkeypatch: pytest.Monkey
 
     assert declared(settled) == declared(plain)
     assert settled.stack_outputs == plain.stack_outputs
+
+
+def test_main_inside_a_program_that_already_called_pulumi_run() -> None:
+    """A wrapping program with its own async entry point can still call main(): the fleet is declared
+    and the wrapper's outputs kept, instead of 'pulumi.run may only be called once'."""
+
+    async def own() -> dict[str, Any]:
+        return {"wrapper": "yes"}
+
+    def wrapper() -> None:
+        pulumi.run(own)
+        main()
+
+    with harness_options(ProgramOptions(spec_path=EXAMPLE_SPEC, mode="offline")):
+        wrapped = collect(wrapper)
+        plain = collect(run_from_config)
+    assert sorted((r.type, r.name) for r in wrapped.resources) == sorted(
+        (r.type, r.name) for r in plain.resources
+    )
+    assert wrapped.stack_outputs["wrapper"] == "yes" and "processes" in wrapped.stack_outputs
