@@ -217,6 +217,27 @@ class PooledAdapter(hvac.adapters.JSONAdapter):  # type: ignore[misc]  # hvac ha
         return prepared
 
 
+class DowngradedRedirectError(requests.exceptions.InvalidURL):
+    """Vault (or something in front of it) redirected an https request to a plain-http address."""
+
+    def __init__(self, target_host: str, request: requests.PreparedRequest) -> None:
+        super().__init__(f"redirected to plain http at {target_host}", request=request)
+        self.target_host = target_host
+
+
+class VaultSession(requests.Session):
+    """The session under both paths: it follows a redirect as requests does (a standby's 307 to
+    the active node) but never from https to plain http, where the ``X-Vault-Token`` header, which
+    requests keeps across redirects (it strips only ``Authorization``), would travel unencrypted."""
+
+    def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
+        super().rebuild_auth(prepared_request, response)  # type: ignore[no-untyped-call]  # untyped in the stubs
+        before = urlsplit(response.request.url or "")
+        after = urlsplit(prepared_request.url or "")
+        if before.scheme == "https" and after.scheme != "https":
+            raise DowngradedRedirectError(after.hostname or "an unnamed host", prepared_request)
+
+
 def _climbs(url: str) -> bool:
     """Whether a path has '.' or '..' segments, which requests resolves before sending."""
     path = url.split("?", 1)[0].split("#", 1)[0]

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal, TypeVar, cast, get_args
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from keyfence_policies.labels import canonical_key_path
 
@@ -48,6 +48,19 @@ MAX_BACKOFF: Final = 60.0
 _TRUE = frozenset({"1", "t", "true", "y", "yes", "on"})
 _FALSE = frozenset({"", "0", "f", "false", "n", "no", "off"})
 _MOUNT_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+
+
+def shown_address(addr: str) -> str:
+    """``addr`` as messages may show it: a user name or password in it (an authenticating proxy in
+    front of Vault) replaced by ``***``."""
+    try:
+        parts = urlsplit(addr)
+    except ValueError:
+        return "<an address that is not a URL>"
+    if parts.username is None and parts.password is None and "@" not in parts.netloc:
+        return addr
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
 
 
 # --------------------------------------------------------------------------- settings
@@ -102,7 +115,7 @@ class VaultSettings:
 
     def __repr__(self) -> str:
         shown = {
-            "addr": self.addr,
+            "addr": shown_address(self.addr),
             "namespace": self.namespace,
             "auth": self.auth,
             "auth_mount": self.mount_for_auth,
@@ -240,21 +253,23 @@ class _EnvReader:
             )
             return None
         parts = urlsplit(raw)
+        shown = shown_address(raw)
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
-            self.problem(f"VAULT_ADDR={raw!r} is not an http(s) URL such as https://vault.example.com:8200")
+            self.problem(f"VAULT_ADDR={shown!r} is not an http(s) URL such as https://vault.example.com:8200")
             return None
         try:
             parts.port  # noqa: B018 - raises on an invalid port
         except ValueError:
-            self.problem(f"VAULT_ADDR={raw!r} has an invalid port")
+            self.problem(f"VAULT_ADDR={shown!r} has an invalid port")
             return None
         segments = [s for s in parts.path.split("/") if s]
         if "v1" in segments:
             # Every request already goes to <VAULT_ADDR>/v1/...; '/v1' here doubles it and each
             # answer would be a misleading 'no such mount'.
-            base = f"{parts.scheme}://{parts.netloc}" + "/".join(["", *segments[: segments.index("v1")]])
+            kept = "/".join(["", *segments[: segments.index("v1")]])
+            base = f"{parts.scheme}://{urlsplit(shown).netloc}{kept}"
             self.problem(
-                f"VAULT_ADDR={raw!r} includes the API path /v1: give the server's address only "
+                f"VAULT_ADDR={shown!r} includes the API path /v1: give the server's address only "
                 f"(VAULT_ADDR={base}); the Vault client adds /v1 itself"
             )
             return None

@@ -28,7 +28,8 @@ from .errors import (
     VaultRequestError,
     VaultUnavailableError,
 )
-from .settings import BACKOFF_INITIAL, VaultSettings
+from .pooled import DowngradedRedirectError
+from .settings import BACKOFF_INITIAL, VaultSettings, shown_address
 
 log = logging.getLogger("keyfence.vault")
 retry_log = logging.getLogger("keyfence.vault.retry")
@@ -142,7 +143,8 @@ class Transport:
 
     @property
     def addr(self) -> str:
-        return self.settings.addr
+        """Vault's address as messages show it (never a password from VAULT_ADDR)."""
+        return shown_address(self.settings.addr)
 
     @property
     def hvac_client(self) -> hvac.Client:
@@ -330,6 +332,11 @@ class Transport:
         addr = self.addr
         tries = f" ({attempts} attempts)" if attempts > 1 else ""
         during = f"while trying to {op.action} {op.ref}"
+        if isinstance(exc, DowngradedRedirectError):
+            return VaultUnavailableError(
+                f"Vault at {addr} redirected the request {during} to plain http at {exc.target_host}; "
+                "the token was not sent: a Vault node's api_addr (or a proxy's redirect) must use https"
+            )
         if isinstance(exc, requests.exceptions.SSLError) and _PLAIN_HTTP.search(str(exc)):
             return VaultUnavailableError(
                 f"Vault at {addr} answered in plain HTTP, not TLS, {during}: the server does not serve "

@@ -72,6 +72,45 @@ def test_vault_addr_with_the_api_path_is_refused_naming_the_fix() -> None:
     assert "VAULT_ADDR=https://vault.example.com:8200)" in str(err.value)
 
 
+@pytest.mark.parametrize(
+    "addr",
+    [
+        "https://proxyuser:s3cretpw@vault.example.com:8200/v1/",
+        "ftp://proxyuser:s3cretpw@vault.example.com",
+        "https://proxyuser:s3cretpw@vault.example.com:port",
+    ],
+)
+def test_a_password_in_vault_addr_is_never_shown_in_its_errors(addr: str) -> None:
+    from keyfence.errors import KeyfenceError
+
+    with pytest.raises(KeyfenceError) as err:
+        VaultSettings.from_env({"VAULT_ADDR": addr, "VAULT_TOKEN": "t"})
+    assert "s3cretpw" not in str(err.value) and "***@vault.example.com" in str(err.value)
+
+
+def test_a_password_in_vault_addr_is_never_shown_when_vault_cannot_be_reached() -> None:
+    import socket
+
+    from keyfence.errors import KeyfenceError
+    from keyfence.vault import connect
+
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = VaultSettings.from_env(
+        {
+            "VAULT_ADDR": f"http://proxyuser:s3cretpw@127.0.0.1:{port}",
+            "VAULT_TOKEN": "t",
+            "KEYFENCE_VAULT_RETRIES": "1",
+            "KEYFENCE_VAULT_BACKOFF": "0",
+        }
+    )
+    assert "s3cretpw" not in repr(settings)
+    with pytest.raises(KeyfenceError) as err, connect(settings) as client:
+        client.read_metadata("secret", "a/b")
+    assert "s3cretpw" not in str(err.value) and f"***@127.0.0.1:{port}" in str(err.value)
+
+
 def test_a_key_of_the_other_venue_is_not_called_a_typo() -> None:
     advice = perms.unknown_advice("spot", ["general-full"])
     assert "futures key on a spot process" in advice and "typo" not in advice

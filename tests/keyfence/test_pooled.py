@@ -232,3 +232,22 @@ def test_a_token_that_is_no_header_value_is_refused_without_echoing_it(
             client.read_record("secret", "pooled/k")
         assert "CANARY" not in str(err.value) and "secret/pooled/k" in str(err.value)
         assert front.seen == []
+
+
+def test_a_redirect_from_https_to_plain_http_is_refused_and_the_token_stays_home(
+    openbao: OpenBao, vault_prefix: str, certificate: tuple[str, str], no_proxy_env: None
+) -> None:
+    """requests keeps X-Vault-Token across redirects; a downgrade to http would send it in clear."""
+    openbao.put_data(f"{vault_prefix}/rec", {"path": "x"})
+    with FlakyProxy(openbao.addr) as plain, FlakyProxy(openbao.addr, tls=certificate) as secure:
+        # Two: the pooled path sees the first and hands the request to the session, which sees the second.
+        secure.script = [Fault(307, location=plain.addr), Fault(307, location=plain.addr)]
+        with (
+            pytest.raises(VaultUnavailableError) as err,
+            connect(settings(secure.addr, openbao.root_token, cacert=certificate[0])) as client,
+        ):
+            client.read_record("secret", f"{vault_prefix}/rec")
+        message = str(err.value)
+        assert "redirected the request" in message and "plain http at 127.0.0.1" in message
+        assert openbao.root_token not in message
+        assert plain.seen == [], "nothing reached the plain-http address"
