@@ -30,7 +30,7 @@ from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc, engine_pb2, en
 from ..errors import PolicyPackError
 from .harness import RegisteredResource
 from .packconfig import ConfigEntry, ConfigLayer, read_pack_project, reconcile_config, venv_python
-from .requests import StackRequest, analyze_request, provider_of
+from .packrequests import StackRequest, analyze_request, provider_of
 from .verdict import LEVELS, Analysis, Level, LogLine, PolicyConfig, PolicyMeta, ReportedLevel, Violation
 
 _TO_PROTO: Final[dict[Level, int]] = {
@@ -230,7 +230,7 @@ class PolicyPackSession:
         except grpc.FutureTimeoutError:
             raise self._failure(f"printed port {port} but does not answer on it") from None
         self._stub = analyzer_pb2_grpc.AnalyzerStub(self._channel)
-        # AnalyzeStack as the stub's, but sending a request already serialized (requests.StackRequest).
+        # AnalyzeStack as the stub's, but sending a request already serialized (packrequests.StackRequest).
         self._analyze_stack_bytes = self._channel.unary_unary(
             "/pulumirpc.Analyzer/AnalyzeStack",
             request_serializer=None,
@@ -423,7 +423,7 @@ class PolicyPackSession:
             by_urn[resource.urn] = resource
             provider = provider_of(resource, by_urn)
             request = analyze_request(resource, provider)
-            # Its AnalyzeStack entry too, while the program still registers (requests.py).
+            # Its AnalyzeStack entry too, while the program still registers (packrequests.py).
             self._stack_request.add(resource, provider)
             with self._call(f"Analyze({resource.urn})"):
                 in_flight.append((resource, self.stub.Analyze.future(request, timeout=self.call_timeout)))

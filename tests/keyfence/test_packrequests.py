@@ -9,7 +9,7 @@ from google.protobuf import struct_pb2
 from pulumi.runtime.proto import analyzer_pb2
 
 from keyfence.check.harness import RegisteredResource, collect
-from keyfence.check.requests import StackRequest, options, provider_message
+from keyfence.check.packrequests import StackRequest, options, provider_message
 from keyfence.fleet import declare_fleet
 from tests.fleet_fixtures import example_spec, resolved_keys
 
