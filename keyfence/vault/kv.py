@@ -19,7 +19,7 @@ from ..material import KeyMaterial
 from .errors import KeyAccessDeniedError, MalformedKeyError, VaultRequestError
 from .metadata import KeyMetadata, parse_metadata
 from .pooled import PooledAdapter, VaultSession
-from .settings import VaultSettings, shown_address
+from .settings import VaultSettings
 from .transport import NO_ROUTE, Operation, Transport, data_of, errors_text
 
 log = logging.getLogger("keyfence.vault")
@@ -358,7 +358,7 @@ def connect(settings: VaultSettings) -> KV2Client:
         log.warning(
             "VAULT_SKIP_VERIFY is set: the TLS certificate of Vault at %s is not verified, so anyone on the "
             "network path could read the keys; set VAULT_CACERT instead",
-            shown_address(settings.addr),
+            settings.shown_addr,
         )
     session = VaultSession()
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=settings.concurrency, max_retries=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -115,7 +116,7 @@ class VaultSettings:
 
     def __repr__(self) -> str:
         shown = {
-            "addr": shown_address(self.addr),
+            "addr": self.shown_addr,
             "namespace": self.namespace,
             "auth": self.auth,
             "auth_mount": self.mount_for_auth,
@@ -133,6 +134,12 @@ class VaultSettings:
         return "VaultSettings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items() if v is not None) + ")"
 
     __str__ = __repr__
+
+    @functools.cached_property
+    def shown_addr(self) -> str:
+        """``addr`` as messages show it (:func:`shown_address`), worked out once: errors on every
+        read path name the address."""
+        return shown_address(self.addr)
 
     @property
     def verify(self) -> bool | str:

@@ -29,7 +29,7 @@ from .errors import (
     VaultUnavailableError,
 )
 from .pooled import DowngradedRedirectError
-from .settings import BACKOFF_INITIAL, VaultSettings, shown_address
+from .settings import BACKOFF_INITIAL, VaultSettings
 
 log = logging.getLogger("keyfence.vault")
 retry_log = logging.getLogger("keyfence.vault.retry")
@@ -144,7 +144,7 @@ class Transport:
     @property
     def addr(self) -> str:
         """Vault's address as messages show it (never a password from VAULT_ADDR)."""
-        return shown_address(self.settings.addr)
+        return self.settings.shown_addr
 
     @property
     def hvac_client(self) -> hvac.Client:
