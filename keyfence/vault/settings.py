@@ -10,8 +10,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal, TypeVar, cast, get_args
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
+import idna
 from keyfence_policies.labels import canonical_key_path
 
 from ..errors import VaultError
@@ -49,6 +50,37 @@ MAX_BACKOFF: Final = 60.0
 _TRUE = frozenset({"1", "t", "true", "y", "yes", "on"})
 _FALSE = frozenset({"", "0", "f", "false", "n", "no", "off"})
 _MOUNT_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+_VISIBLE_ASCII = re.compile(r"[\x21-\x7e]*\Z")
+_SEND_AS_IS = (
+    "an HTTP request to Vault cannot carry it (every Vault token, namespace, role, id and JWT is visible "
+    "ASCII): set it again without the stray character"
+)
+
+
+def unsendable(value: str, *, secret: bool) -> str | None:
+    """Why ``value`` cannot go to Vault as it is (in a header such as ``X-Vault-Token``, or in a login),
+    or ``None``.
+
+    http.client encodes header values as Latin-1 and raises a bare UnicodeEncodeError (in the middle
+    of a request) for anything else; a line break or control character is refused or, worse, read by
+    a proxy as the start of another header. Vault's tokens, namespaces, role names, ids and JWTs are
+    all visible ASCII, so anything else is a copy-and-paste accident, caught here with a message.
+    A ``secret`` value's characters are never shown, only their kind.
+    """
+    if _VISIBLE_ASCII.match(value):
+        return None
+    position, char = next((i, c) for i, c in enumerate(value) if not "\x21" <= c <= "\x7e")
+    if char in "\r\n":
+        kind = "a line break (two lines pasted, or a file of several lines)"
+    elif char in " \t":
+        kind = "whitespace inside the value"
+    elif char < " " or char == "\x7f":
+        kind = "a control character"
+    else:
+        kind = "a character outside ASCII (a typographic quote, a non-breaking space, an accented letter...)"
+    if not secret:
+        kind += f": {char!r} at position {position + 1}"
+    return kind
 
 
 def shown_address(addr: str) -> str:
@@ -62,6 +94,46 @@ def shown_address(addr: str) -> str:
         return addr
     host = parts.netloc.rpartition("@")[2]
     return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+
+
+def ascii_address(addr: str) -> str:
+    """``addr`` with a non-ASCII host name in its ASCII (IDNA) form, as requests would send it.
+
+    Both HTTP paths then see the same plain-ASCII URL. Raises ValueError saying why ``addr`` cannot
+    be sent at all: whitespace or a control character, a host no IDNA encoding accepts, or a user
+    name or password that HTTP's Basic authentication (Latin-1) cannot carry. Never quotes them.
+    """
+    stray = next((c for c in addr if c <= " " or c == "\x7f"), None)
+    if stray is not None:
+        # urlsplit drops tabs and line breaks silently: the address used would not be the one given.
+        kind = "whitespace" if stray in " \t\r\n" else "a control character"
+        raise ValueError(f"it contains {kind}; give the address alone, such as https://vault.example.com:8200")
+    try:
+        parts = urlsplit(addr)
+    except ValueError as exc:
+        raise ValueError(f"it is not a URL ({exc})") from None
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    host, colon, port = hostport.rpartition(":") if ":" in hostport else (hostport, "", "")
+    if not host.isascii():
+        try:
+            ascii_host = idna.encode(host, uts46=True).decode("ascii")
+        except idna.IDNAError as exc:
+            raise ValueError(
+                f"the host name {host!r} is not a valid internationalised domain name ({exc}); "
+                "give its ASCII form (xn--...) or the server's IP address"
+            ) from None
+        parts = parts._replace(netloc=f"{userinfo}{at}{ascii_host}{colon}{port}")
+    for what, value in (("user name", parts.username), ("password", parts.password)):
+        if value is None:
+            continue
+        try:
+            unquote(value).encode("latin-1")
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"the {what} in it has a character HTTP Basic authentication cannot carry (outside "
+                "Latin-1); percent-encoding does not help, choose credentials in ASCII for the proxy"
+            ) from None
+    return urlunsplit(parts)
 
 
 # --------------------------------------------------------------------------- settings
@@ -111,6 +183,22 @@ class VaultSettings:
             problems.append("approle auth needs a role id")
         if self.auth in ("kubernetes", "jwt") and not (self.role and self.jwt):
             problems.append(f"{self.auth} auth needs a role and a JWT")
+        for name, value, secret in (
+            ("token", self.token, True),
+            ("namespace", self.namespace, False),
+            ("role", self.role, False),
+            ("role id", self.role_id, True),
+            ("secret id", self.secret_id, True),
+            ("JWT", self.jwt, True),
+        ):
+            kind = unsendable(value, secret=secret) if value else None
+            if kind is not None:
+                problems.append(f"the {name} contains {kind}; {_SEND_AS_IS}")
+        try:
+            # Frozen, but this is construction: every later reader sees the ASCII form.
+            object.__setattr__(self, "addr", ascii_address(self.addr))
+        except ValueError as exc:
+            problems.append(f"address {shown_address(self.addr)!r}: {exc}")
         if problems:
             raise VaultError("invalid Vault settings", problems=problems)
 
@@ -166,8 +254,8 @@ class VaultSettings:
         auth = reader.choice("KEYFENCE_VAULT_AUTH", AUTH_METHODS, "token")
         token = role_id = secret_id = role = jwt = None
         if auth == "token":
-            token = reader.text("VAULT_TOKEN")
-            if token is None:
+            token = reader.sendable("VAULT_TOKEN", reader.text("VAULT_TOKEN"))
+            if token is None and not reader.mentions("VAULT_TOKEN"):
                 reader.problem(
                     "VAULT_TOKEN is not set: KEYFENCE_VAULT_AUTH=token (the default) needs a Vault token; "
                     "export VAULT_TOKEN, or log in with approle, kubernetes or jwt via KEYFENCE_VAULT_AUTH"
@@ -181,8 +269,8 @@ class VaultSettings:
                     "set KEYFENCE_VAULT_ROLE_ID or KEYFENCE_VAULT_ROLE_ID_FILE"
                 )
         elif auth in ("kubernetes", "jwt"):
-            role = reader.text("KEYFENCE_VAULT_ROLE")
-            if role is None:
+            role = reader.sendable("KEYFENCE_VAULT_ROLE", reader.text("KEYFENCE_VAULT_ROLE"), secret=False)
+            if role is None and not reader.mentions("KEYFENCE_VAULT_ROLE"):
                 reader.problem(
                     f"KEYFENCE_VAULT_AUTH={auth} needs the Vault role to log in as: set KEYFENCE_VAULT_ROLE"
                 )
@@ -207,7 +295,7 @@ class VaultSettings:
             "KEYFENCE_VAULT_CONCURRENCY", DEFAULT_CONCURRENCY, int, 1, MAX_CONCURRENCY
         )
         backoff = reader.number("KEYFENCE_VAULT_BACKOFF", BACKOFF_MAX, float, 0, MAX_BACKOFF)
-        namespace = reader.text("VAULT_NAMESPACE")
+        namespace = reader.sendable("VAULT_NAMESPACE", reader.text("VAULT_NAMESPACE"), secret=False)
         if reader.problems or addr is None:
             raise VaultError("invalid Vault settings in the environment", problems=reader.problems)
         return cls(
@@ -259,8 +347,13 @@ class _EnvReader:
                 "the address of the Vault or OpenBao server that holds the keys"
             )
             return None
-        parts = urlsplit(raw)
         shown = shown_address(raw)
+        try:
+            raw = ascii_address(raw)
+        except ValueError as exc:
+            self.problem(f"VAULT_ADDR={shown!r}: {exc}")
+            return None
+        parts = urlsplit(raw)
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
             self.problem(f"VAULT_ADDR={shown!r} is not an http(s) URL such as https://vault.example.com:8200")
             return None
@@ -282,6 +375,17 @@ class _EnvReader:
             return None
         return raw.rstrip("/")
 
+    def sendable(self, name: str, value: str | None, *, secret: bool = True) -> str | None:
+        """``value`` if Vault can be sent it as it is (:func:`unsendable`); else a problem naming ``name``."""
+        if value is None:
+            return None
+        kind = unsendable(value, secret=secret)
+        if kind is None:
+            return value
+        self.problem(f"{name} contains {kind}; {_SEND_AS_IS}")
+        self._failed.add(name)
+        return None
+
     def choice(self, name: str, allowed: tuple[str, ...], default: str) -> str:
         raw = self.text(name)
         if raw is None:
@@ -301,7 +405,7 @@ class _EnvReader:
             self._failed.add(name)
             return None
         if inline is not None:
-            return inline
+            return self.sendable(name, inline)
         if path is None:
             if default_file is None:
                 return None
@@ -337,7 +441,10 @@ class _EnvReader:
             self.problem(f"{file_var}={path}: the file is empty")
             self._failed.add(name)
             return None
-        return value
+        checked = self.sendable(f"{file_var}={path}: the file", value)
+        if checked is None:
+            self._failed.add(name)
+        return checked
 
     def mount(self, name: str) -> str | None:
         raw = self.text(name)
