@@ -36,8 +36,9 @@ class PooledAdapter(hvac.adapters.JSONAdapter):  # type: ignore[misc]  # hvac ha
 
     A 200 with a JSON body is a dict and anything else a :class:`requests.Response`, its status,
     headers, body and request as requests would set them; the session's response hooks run on
-    every answer. The session's path is still taken for a redirect (sent again, so that requests
-    follows it), for an unusual argument and for a session whose adapter is not requests' own.
+    every answer. A redirect is followed from the answer in hand by the session's own redirect
+    logic (the request is not sent twice); the session's path is still taken for an unusual
+    argument and for a session whose adapter is not requests' own.
     The session's cookie jar is the one thing left out (neither sent nor filled): Vault sets none.
     """
 
@@ -120,20 +121,40 @@ class PooledAdapter(hvac.adapters.JSONAdapter):  # type: ignore[misc]  # hvac ha
                 raise
             raise failure from exc
         response = transport.build_response(prepared, answer)
-        if response.is_redirect and self.allow_redirects:
-            response.close()
-            return self._session_send(method, url, headers, raise_exception, kwargs)
         for hook in self.session.hooks.get("response", ()):
             # As requests' dispatch_hook: a hook may hand back a response to use instead.
             replaced = hook(response)
             if replaced is not None:
                 response = replaced
+        if response.is_redirect and self.allow_redirects:
+            response = self._follow(response, prepared)
         # Read the body now, as Session.request does: a connection cut mid-answer is raised here,
         # as requests' ChunkedEncodingError, and the connection goes back to the pool.
         response.content  # noqa: B018
         if not response.ok and raise_exception and not self.ignore_exceptions:
             self._raise_for_error(method, prepared.url, response)
         return response
+
+    def _follow(self, response: requests.Response, prepared: requests.PreparedRequest) -> requests.Response:
+        """The redirect chain from ``response`` (already sent and answered), followed as Session.send
+        follows it: by the session's own ``resolve_redirects``, so every hop gets requests' policies
+        (303 and a POST's 301/302 become GET, the body dropped; the redirect limit; credentials from
+        VAULT_ADDR dropped on another host) and VaultSession's refusal to go from https to http.
+        The original request is sent once; each follow-up goes through the session, hooks included.
+        """
+        # What Session.prepare_request would have given the request: the session's hooks, so each
+        # hop's answer is seen (the transport records its status), and a cookie jar to carry along.
+        prepared.prepare_hooks({"response": list(self.session.hooks.get("response", ()))})
+        prepared.prepare_cookies(requests.cookies.RequestsCookieJar())
+        options = self._kwargs
+        merged = self.session.merge_environment_settings(
+            prepared.url, options["proxies"] or {}, False, options["verify"], options["cert"]
+        )
+        hops = self.session.resolve_redirects(response, prepared, timeout=options["timeout"], **merged)
+        history: list[requests.Response] = [response, *hops]
+        final = history.pop()
+        final.history = history
+        return final
 
     def _pool_for(self, transport: HTTPAdapter) -> tuple[HTTPConnectionPool, int] | None:
         """The session's pool for Vault's address, and how much of a URL to cut to get the request

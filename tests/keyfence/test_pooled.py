@@ -181,14 +181,63 @@ def test_scrubbed_errors_through_the_adapter(openbao: OpenBao, no_proxy_env: Non
     assert token not in str(err.value) and "secret/pooled/k" in str(err.value)
 
 
-def test_a_redirect_is_followed_as_before(openbao: OpenBao, vault_prefix: str, no_proxy_env: None) -> None:
-    """A standby's 307 is handed to the session, which sends the request again and follows it."""
+def test_a_redirect_costs_one_send_and_the_follow_up(
+    openbao: OpenBao, vault_prefix: str, no_proxy_env: None
+) -> None:
+    """A standby's 307 is followed from the answer in hand: the standby sees the request once, the
+    active node once, and the session's hooks see both answers."""
     openbao.put_data(f"{vault_prefix}/rec", {"path": "x"})
-    with FlakyProxy(openbao.addr) as standby:
-        standby.script = [Fault(307, location=openbao.addr), Fault(307, location=openbao.addr)]
+    path = f"/v1/secret/data/{vault_prefix}/rec"
+    with FlakyProxy(openbao.addr) as active, FlakyProxy(openbao.addr) as standby:
+        standby.script = [Fault(307, location=active.addr)]
         with connect(settings(standby.addr, openbao.root_token)) as client:
+            seen: list[int] = []
+            client.session.hooks["response"].append(lambda answer, *a, **k: seen.append(answer.status_code))
             assert client.read_record("secret", f"{vault_prefix}/rec") == ({"path": "x"}, 1)
-        assert standby.hits(f"/v1/secret/data/{vault_prefix}/rec") == 2 and standby.script == []
+            assert seen == [307, 200]
+        assert (standby.hits(path), active.hits(path)) == (1, 1) and standby.script == []
+
+
+def test_a_redirected_write_keeps_its_method_and_body_once(
+    openbao: OpenBao, vault_prefix: str, no_proxy_env: None
+) -> None:
+    """307 keeps a write a write (requests' policy); it lands once, and the standby never saw it twice."""
+    path = f"/v1/secret/data/{vault_prefix}/written"
+    with FlakyProxy(openbao.addr) as active, FlakyProxy(openbao.addr) as standby:
+        standby.script = [Fault(307, location=active.addr)]
+        with connect(settings(standby.addr, openbao.root_token)) as client:
+            client.hvac_client.adapter.post(path, json={"data": {"path": "w"}})
+        assert standby.seen == [("POST", path)] and active.seen == [("POST", path)]
+    assert openbao.client.secrets.kv.v2.read_secret_version(
+        path=f"{vault_prefix}/written", mount_point="secret", raise_on_deleted_version=True
+    )["data"]["metadata"]["version"] == 1
+
+
+def test_a_see_other_redirect_is_followed_with_get_as_requests_does(
+    openbao: OpenBao, vault_prefix: str, no_proxy_env: None
+) -> None:
+    """The redirect policies are requests' own: a 303 after a POST is followed by a GET, without the body."""
+    openbao.put_data(f"{vault_prefix}/rec", {"path": "x"})
+    path = f"/v1/secret/data/{vault_prefix}/rec"
+    with FlakyProxy(openbao.addr) as active, FlakyProxy(openbao.addr) as standby:
+        standby.script = [Fault(303, location=active.addr)]
+        with connect(settings(standby.addr, openbao.root_token)) as client:
+            answer = client.hvac_client.adapter.post(path, json={"data": {"path": "never"}})
+        assert answer["data"]["data"] == {"path": "x"}
+        assert standby.seen == [("POST", path)] and active.seen == [("GET", path)]
+
+
+def test_an_endless_redirect_stops_at_the_sessions_limit(
+    openbao: OpenBao, vault_prefix: str, no_proxy_env: None
+) -> None:
+    with FlakyProxy(openbao.addr) as loop:
+        loop.script = [Fault(307, location=loop.addr)] * 40
+        with connect(settings(loop.addr, openbao.root_token, retries=1)) as client:
+            client.session.max_redirects = 3
+            with pytest.raises(VaultUnavailableError) as err:
+                client.read_record("secret", f"{vault_prefix}/rec")
+        assert "TooManyRedirects" in str(err.value) and openbao.root_token not in str(err.value)
+        assert loop.hits(f"/v1/secret/data/{vault_prefix}/rec") == 4, "the request and 3 follow-ups"
 
 
 def test_a_new_address_gets_its_own_pool(openbao: OpenBao, vault_prefix: str, no_proxy_env: None) -> None:
@@ -241,8 +290,7 @@ def test_a_redirect_from_https_to_plain_http_is_refused_and_the_token_stays_home
     """requests keeps X-Vault-Token across redirects; a downgrade to http would send it in clear."""
     openbao.put_data(f"{vault_prefix}/rec", {"path": "x"})
     with FlakyProxy(openbao.addr) as plain, FlakyProxy(openbao.addr, tls=certificate) as secure:
-        # Two: the pooled path sees the first and hands the request to the session, which sees the second.
-        secure.script = [Fault(307, location=plain.addr), Fault(307, location=plain.addr)]
+        secure.script = [Fault(307, location=plain.addr)]
         with (
             pytest.raises(VaultUnavailableError) as err,
             connect(settings(secure.addr, openbao.root_token, cacert=certificate[0])) as client,
@@ -252,3 +300,4 @@ def test_a_redirect_from_https_to_plain_http_is_refused_and_the_token_stays_home
         assert "redirected the request" in message and "plain http at 127.0.0.1" in message
         assert openbao.root_token not in message
         assert plain.seen == [], "nothing reached the plain-http address"
+        assert secure.hits(f"/v1/secret/data/{vault_prefix}/rec") == 1, "the request was sent once"
