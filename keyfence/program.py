@@ -6,7 +6,8 @@ resource is declared, so a bad input never leaves a half-declared fleet.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
@@ -137,21 +138,74 @@ def run_from_config() -> dict[str, dict[str, Any]]:
     return declare_from_config().outputs
 
 
+class _Entry:
+    """main()'s entry point for ``pulumi.run``: the fleet's registrations awaited, together with the
+    entry point a wrapping program hands ``pulumi.run`` after calling main().
+
+    The SDK takes one entry point per program and refuses a second with 'pulumi.run may only be
+    called once', which names neither keyfence nor the way out. main() claims it, so it takes the
+    program's own over: that one is awaited beside the fleet and its outputs exported as usual.
+    """
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+        self.then: Callable[[], Awaitable[pulumi.Inputs | None]] | None = None
+        self.started = False
+
+    async def __call__(self) -> pulumi.Inputs | None:
+        self.started = True
+        then = self.then
+        if then is None:
+            await self.fleet.registered()
+            return None
+        outputs, _ = await asyncio.gather(then(), self.fleet.registered())
+        return outputs
+
+    def take(self, program: Callable[[], Awaitable[pulumi.Inputs | None]]) -> None:
+        """A later ``pulumi.run(program)``: kept, or refused with what to do instead."""
+        if self.started:
+            raise pulumi.RunError(
+                "pulumi.run was called while the program's entry point was already running "
+                "(keyfence.program.main() handed it the fleet); call pulumi.run at the program's top level"
+            )
+        if self.then is not None:
+            raise pulumi.RunError(
+                "pulumi.run may be called once per program, and this program already handed it an entry "
+                "point after keyfence.program.main(); await everything from that one entry point"
+            )
+        self.then = program
+
+
+def _take_later_entry_points(entry: _Entry) -> None:
+    """Route a later ``pulumi.run`` on this program's stack to ``entry``.
+
+    ``pulumi.run`` hands its argument to the root stack's ``_register_async_program`` (Pulumi SDK
+    >= 3.254.0); that one stack object, not the SDK, is given ``entry.take`` instead. An SDK without
+    the method keeps its own error, which the README documents.
+    """
+    stack = pulumi.runtime.get_root_resource()
+    if stack is not None and callable(getattr(stack, "_register_async_program", None)):
+        stack._register_async_program = entry.take  # type: ignore[attr-defined]  # see the docstring
+
+
 def main() -> None:
     """keyfence's own Pulumi program (``infra/__main__.py``): the fleet, then its registrations awaited.
 
-    A KeyfenceError ends the program as a ``pulumi.RunError``: its message, no traceback. A
-    wrapping program that calls ``pulumi.run`` itself should call :func:`declare_from_config` and
-    await ``Fleet.registered`` in its own entry point; if it calls this instead, the fleet is still
-    declared and awaited by the SDK.
+    A KeyfenceError ends the program as a ``pulumi.RunError``: its message, no traceback. A wrapping
+    program may call ``pulumi.run`` itself, before or after this: after, its entry point is awaited
+    beside the fleet's registrations (:class:`_Entry`); before, the SDK's shutdown loop waits for the
+    fleet instead, slower but the same. :func:`declare_from_config` is the call for a program that
+    awaits ``Fleet.registered`` in its own entry point.
     """
     try:
         fleet = declare_from_config()
     except KeyfenceError as exc:
         raise pulumi.RunError(str(exc)) from None
+    entry = _Entry(fleet)
     try:
-        pulumi.run(fleet.registered)
+        pulumi.run(entry)
     except pulumi.RunError:
         # A wrapping program already handed its own entry point to pulumi.run (only one is
         # allowed): the SDK's shutdown loop waits for the fleet instead, slower but the same.
         return
+    _take_later_entry_points(entry)

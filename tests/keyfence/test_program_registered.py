@@ -82,3 +82,45 @@ def test_main_inside_a_program_that_already_called_pulumi_run() -> None:
         (r.type, r.name) for r in plain.resources
     )
     assert wrapped.stack_outputs["wrapper"] == "yes" and "processes" in wrapped.stack_outputs
+
+
+def test_pulumi_run_after_main_runs_the_programs_own_entry_point_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """main() holds the SDK's one entry point; a wrapping program's own pulumi.run after it is awaited
+    beside the fleet (its outputs exported), never 'pulumi.run may only be called once'."""
+    ran: list[str] = []
+
+    async def own() -> dict[str, Any]:
+        ran.append("own")
+        return {"wrapper": "after"}
+
+    def wrapper() -> None:
+        main()
+        pulumi.run(own)
+
+    collected, sizes = _run_counting_waits(monkeypatch, wrapper)
+    assert sum(sizes) < len(collected.resources), "the fleet is still awaited by its entry point"
+    plain, _ = _run_counting_waits(monkeypatch, run_from_config)
+    assert ran == ["own"]
+    assert sorted((r.type, r.name) for r in collected.resources) == sorted(
+        (r.type, r.name) for r in plain.resources
+    )
+    assert collected.stack_outputs["wrapper"] == "after" and "processes" in collected.stack_outputs
+
+
+def test_a_second_pulumi_run_after_main_is_a_clear_error() -> None:
+    async def own() -> None:
+        return None
+
+    def wrapper() -> None:
+        main()
+        pulumi.run(own)
+        pulumi.run(own)
+
+    with (
+        harness_options(ProgramOptions(spec_path=EXAMPLE_SPEC, mode="offline")),
+        pytest.raises(pulumi.RunError) as err,
+    ):
+        collect(wrapper)
+    assert "keyfence.program.main()" in str(err.value) and "one entry point" in str(err.value)
