@@ -14,7 +14,7 @@ import pytest
 from google.protobuf import struct_pb2
 from keyfence_policies import sdk_adapter
 from keyfence_policies.pack import build_policies
-from keyfence_policies.scan import Scanner, Strings, prepare
+from keyfence_policies.scan import Scanner, prepare
 from keyfence_policies.sdk_adapter import SharedResources, derived
 from pulumi.runtime import proto, rpc
 from pulumi_policy.policy import EnforcementLevel, StackValidationPolicy, _PolicyAnalyzerServicer
@@ -129,25 +129,24 @@ def test_strings_prepared_at_analyze_are_searched_only_for_unchanged_properties(
     """The scan's strings listed at Analyze time stand in for a walk only of the very same parse."""
     args = ("keyfence", "0.1.0", build_policies(), EnforcementLevel.MANDATORY)
     expected = _verdicts(_PolicyAnalyzerServicer(*args), _request(_broken_stack()), {})
-    used: list[object] = []
-    original = Scanner.scan_prepared
+    walked: list[object] = []
+    original = Scanner.scan
 
-    def counted(self: Scanner, strings: Strings, **kwargs: Any) -> Any:
-        used.append(strings)
-        return original(self, strings, **kwargs)
+    def counted(self: Scanner, props: object, **kwargs: Any) -> Any:
+        walked.append(props)
+        return original(self, props, **kwargs)
 
-    monkeypatch.setattr(Scanner, "scan_prepared", counted)
+    monkeypatch.setattr(Scanner, "scan", counted)
     unchanged = sdk_adapter._servicer_class(_PolicyAnalyzerServicer, prepare)(*args)
     _analyze_each(unchanged, _broken_stack())
     assert _verdicts(unchanged, _request(_broken_stack()), {}) == expected
-    assert len(used) == len(_broken_stack()), "every resource's strings were prepared and used once"
+    assert walked == [], "every resource's strings were listed at Analyze time"
 
-    used.clear()
     changed = sdk_adapter._servicer_class(_PolicyAnalyzerServicer, prepare)(*args)
     _analyze_each(changed, clean_stack_props([P, Q]))
     assert _verdicts(changed, _request(_broken_stack()), {}) == expected
     differing = sum(a != b for a, b in zip(clean_stack_props([P, Q]), _broken_stack(), strict=True))
-    assert differing and len(used) == len(_broken_stack()) - differing, "changed resources are walked"
+    assert differing and len(walked) == differing, "a resource whose properties changed is walked again"
 
 
 def test_resource_options_are_the_sdks_when_a_policy_reads_them() -> None:
