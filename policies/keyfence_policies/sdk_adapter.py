@@ -229,18 +229,19 @@ def _servicer_class(base: Any, prepare: Prepare | None = None) -> Any:
                 return providers[key]
 
             for r in request.resources:
-                seen = early.get(r.urn)
-                if seen is not None and seen.describes(r.properties):
+                urn, properties = r.urn, r.properties
+                seen = early.get(urn)
+                if seen is not None and seen.describes(properties):
                     props = seen.value
                     if seen.prepared is not None:
                         made[id(props)] = (props, seen.prepared)
                 else:
-                    props = _parse(r.properties)
+                    props = _parse(properties)
                 resource: sdk.PolicyResource = _StackResource(
                     functools.partial(self._get_resource_options, r),
                     r.type,
                     props,
-                    r.urn,
+                    urn,
                     r.name,
                     None,
                     provider_of(r),
