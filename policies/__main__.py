@@ -12,6 +12,7 @@ import gc
 # mypy checks this file as ``policies.__main__``, where the top-level name does not resolve.
 from keyfence_policies import sdk_adapter  # type: ignore[import-not-found,unused-ignore]
 from keyfence_policies.pack import build_policies  # type: ignore[import-not-found,unused-ignore]
+from keyfence_policies.scan import prepare  # type: ignore[import-not-found,unused-ignore]
 from pulumi_policy import EnforcementLevel, PolicyPack
 
 # AnalyzeStack deserialises the whole stack once per policy; with CPython's default
@@ -21,8 +22,9 @@ from pulumi_policy import EnforcementLevel, PolicyPack
 gc.set_threshold(max(gc.get_threshold()[0], 500_000), *gc.get_threshold()[1:])
 
 # On the pulumi_policy versions it was checked against, parse the stack once for all six
-# stack policies; on any other, the SDK's public path runs unchanged.
-sdk_adapter.install()
+# stack policies, and list each resource's searchable strings as it arrives; on any other,
+# the SDK's public path runs unchanged.
+sdk_adapter.install(prepare)
 
 PolicyPack(
     name="keyfence",

@@ -10,6 +10,7 @@ may key material be written to disk by the Kubernetes provider's render mode (``
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from typing import Final
@@ -31,6 +32,7 @@ _MATERIAL_WORDS: Final = frozenset({"TOKEN", "OTP", "PRIVATE"})
 _POINTER_SUFFIXES: Final = ("_FILE", "_PATH", "_DIR", "_DIRECTORY", "_FILENAME", "_LOCATION")
 
 
+@functools.lru_cache(maxsize=4096)
 def looks_like_key_material(name: str) -> bool:
     """True for names such as API_KEY, KRAKEN_API_SECRET, PRIVATE_KEY; false for API_SECRET_FILE."""
     upper = name.upper()

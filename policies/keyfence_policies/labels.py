@@ -75,6 +75,8 @@ def canonical_key_path(path: str) -> str:
 
     Vault paths are case-sensitive, so ``Kraken/x`` and ``kraken/x`` are different keys.
     """
+    if "//" not in path and not path.startswith("/") and not path.endswith("/"):
+        return path  # already canonical: the common case, kept cheap (the pack calls this per key use)
     return "/".join(part for part in path.split("/") if part)
 
 

@@ -4,8 +4,12 @@ Each string is hashed once (SHA-256, compared with the known keys' fingerprints)
 searched once for a known key's Vault path. A string is also split into tokens, so a key
 inside ``--api-key=<key>``, a ``KEY=<key>`` line or a JSON document is found too, and a
 base64 string (a Secret's ``data``, or any value that decodes to text) is searched as the
-text it encodes. The walk reads the SDK's proxies' raw targets, never their values one by
-one, so an unknown value cannot raise and nothing is read twice.
+text it encodes.
+
+It is done in two steps: :func:`prepare` walks a resource's properties and lists the
+strings that could hold a key, which depends on nothing but the properties (so the pack's
+SDK adapter does it while the program still registers), and :class:`Scanner` searches those
+lists against the key book once the whole stack is known.
 """
 
 from __future__ import annotations
@@ -160,8 +164,15 @@ class Scanner:
                 return found
         return None
 
-    def _text(self, text: str, where: list[object], out: list[Hit], *, paths: bool, depth: int = 0) -> None:
-        info = seen(text)
+    def _text(
+        self, text: str, where: Sequence[object], out: list[Hit], *, paths: bool, depth: int = 0
+    ) -> None:
+        self._string(seen(text), where, out, paths=paths, depth=depth)
+
+    def _string(
+        self, info: _Seen, where: Sequence[object], out: list[Hit], *, paths: bool, depth: int
+    ) -> None:
+        """The keys one string holds: as material, by Vault path (if ``paths``), in what it encodes."""
         digests = self.book.by_digest
         if digests:
             for candidate in info.digests:
@@ -170,67 +181,93 @@ class Scanner:
                     out.append(Hit(key, "material", _join(where)))
                     break
         if paths and info.paths and self.book.has_paths:
+            here = _join(where)
             for segments in info.paths:
-                out.extend(Hit(k, "path", _join(where)) for k in self.book.match(segments))
+                out.extend(Hit(k, "path", here) for k in self.book.match(segments))
         if info.decoded is not None and depth < 2:
             self._text(info.decoded, where, out, paths=paths, depth=depth + 1)
 
     def scan(self, props: object, *, skip: frozenset[str] = frozenset()) -> list[Hit]:
         """Every key found in ``props``; top-level fields in ``skip`` are left out (already read)."""
+        strings = prepare(props)
+        if strings is not None:
+            return self.scan_prepared(strings, skip=skip)
         out: list[Hit] = []
         if isinstance(props, str):
             self._text(props, [], out, paths=True)
-        else:
-            self._walk(props, [], out, skip, paths=True)
         return out
 
-    def _walk(
-        self, value: object, where: list[object], out: list[Hit], skip: frozenset[str], *, paths: bool
-    ) -> None:
-        """Every string below ``value``, depth first without recursion: this is the pack's hot loop."""
-        skip_fields, digests, cache, book = self.skip_fields, self.book.by_digest, _SEEN, self.book
-        search_paths = book.has_paths
-        root = _items(value)
-        if root is None:
-            return
-        frames: list[tuple[Iterator[tuple[object, object]], bool]] = [(iter(root), paths)]
-        while frames:
-            items, frame_paths = frames[-1]
-            for name, child in items:
-                if len(frames) == 1 and name in skip:
-                    continue
-                kind = type(child)
-                if kind is str:
-                    info = cache.get(child) or seen(child)  # type: ignore[call-overload,arg-type]
-                    if digests:
-                        for candidate in info.digests:
-                            found = digests.get(candidate)
-                            if found is not None:
-                                out.append(Hit(found, "material", _join([*where, name])))
-                                break
-                    if search_paths and info.paths and frame_paths and name not in skip_fields:
-                        here = _join([*where, name])
-                        for segments in info.paths:
-                            out.extend(Hit(k, "path", here) for k in book.match(segments))
-                    if info.decoded is not None:
-                        child_paths = frame_paths and name not in skip_fields
-                        self._text(info.decoded, [*where, name], out, paths=child_paths, depth=1)
-                elif child is None or kind is bool or kind is float or kind is int:
-                    continue
-                else:
-                    below = _items(child)
-                    if not below:
-                        continue
-                    if len(frames) >= MAX_DEPTH:
-                        self.truncated = True
-                        continue
-                    where.append(name)
-                    frames.append((iter(below), frame_paths and name not in skip_fields))
-                    break
+    def scan_prepared(self, strings: Strings, *, skip: frozenset[str] = frozenset()) -> list[Hit]:
+        """Every key found in the properties ``strings`` was prepared from, in field order.
+
+        Sets :attr:`truncated` when a field that is searched nests deeper than the scan goes.
+        """
+        out: list[Hit] = []
+        skip_fields = self.skip_fields
+        self.truncated = not skip.issuperset(strings.truncated_under)
+        for parts, info in strings.entries:
+            if parts[0] in skip:
+                continue
+            # No path search at or below a field that names a key on purpose (keyfence's annotations).
+            paths = bool(info.paths or info.decoded is not None) and skip_fields.isdisjoint(parts)
+            self._string(info, parts, out, paths=paths, depth=0)
+        return out
+
+
+@dataclass(frozen=True)
+class Strings:
+    """Every string of one resource's properties that could hold a key, with where it sits.
+
+    Built by :func:`prepare` from the properties alone (no key book, no config), so the pack
+    can do it as each resource arrives; :meth:`Scanner.scan_prepared` then finds what
+    :meth:`Scanner.scan` would find in those properties without walking them again.
+    """
+
+    entries: tuple[tuple[tuple[object, ...], _Seen], ...]
+    """``(field path, what the string can hold)`` in the walk's order; strings that can hold nothing
+    (too short for material, no ``/``, not base64) are left out."""
+    truncated_under: frozenset[object]
+    """Top-level fields below which the properties nest deeper than the scan searches."""
+
+
+def prepare(props: object) -> Strings | None:
+    """The searchable strings of ``props``, depth first without recursion: the pack's hot loop.
+
+    None for a bare string or a leaf. Reads the SDK's proxies' raw targets, never their values
+    one by one, so an unknown value cannot raise and nothing is read twice.
+    """
+    root = _items(props)
+    if isinstance(props, str) or root is None:
+        return None
+    entries: list[tuple[tuple[object, ...], _Seen]] = []
+    truncated: set[object] = set()
+    cache = _SEEN
+    where: list[object] = []
+    frames: list[Iterator[tuple[object, object]]] = [iter(root)]
+    while frames:
+        for name, child in frames[-1]:
+            kind = type(child)
+            if kind is str:
+                info = cache.get(child) or seen(child)  # type: ignore[call-overload,arg-type]
+                if info.digests or info.paths or info.decoded is not None:
+                    entries.append(((*where, name), info))
+            elif child is None or kind is bool or kind is float or kind is int:
+                continue
             else:
-                frames.pop()
-                if where:
-                    where.pop()
+                below = _items(child)
+                if not below:
+                    continue
+                if len(frames) >= MAX_DEPTH:
+                    truncated.add(where[0] if where else name)
+                    continue
+                where.append(name)
+                frames.append(iter(below))
+                break
+        else:
+            frames.pop()
+            if where:
+                where.pop()
+    return Strings(tuple(entries), frozenset(truncated))
 
 
 def _items(value: object) -> Iterable[tuple[object, object]] | None:
@@ -246,7 +283,7 @@ def _items(value: object) -> Iterable[tuple[object, object]] | None:
     return raw_children(value)
 
 
-def _join(where: list[object]) -> str:
+def _join(where: Sequence[object]) -> str:
     out = ""
     for part in where:
         if isinstance(part, int):

@@ -13,7 +13,11 @@ completed, then reuses every parse whose properties arrive byte for byte unchang
 the parsing happens while the program still runs. Properties are handed over as plain dicts and
 lists with the SDK's unknown sentinels in place (keyfence's rules read the raw values behind the
 SDK's unknown-checking proxies and classify unknowns themselves), and each distinct provider
-resource is parsed once instead of once per resource.
+resource is parsed once instead of once per resource. What the pack can derive from one
+resource's properties alone is derived at Analyze time too (the ``prepare`` hook of
+:func:`install`, e.g. the scan's list of searchable strings) and handed to the policies with
+the parse it came from (:func:`prepared`). The SDK's resource options are built only if a
+policy reads them (keyfence's do not).
 
 On any other ``pulumi_policy`` version (or with ``KEYFENCE_POLICY_PUBLIC_PATH=1``) nothing is
 swapped and the SDK's public path runs unchanged; a test runs the real pack both ways and
@@ -24,6 +28,7 @@ them as read-only, as they already must treat ``args.resources``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from collections.abc import Callable, Iterable
 from importlib import metadata
@@ -42,12 +47,24 @@ PUBLIC_PATH_ENV: Final = "KEYFENCE_POLICY_PUBLIC_PATH"
 """Set to ``1`` to keep the SDK's public path on a supported version too (tests compare both)."""
 
 
+Prepare = Callable[[Any], object]
+"""What the pack derives from one resource's plain properties alone, ahead of AnalyzeStack."""
+
+
 class SharedResources(list[sdk.PolicyResource]):
     """The stack's resources, parsed once for all stack policies, with what they derive from them."""
 
-    def __init__(self, items: Iterable[sdk.PolicyResource]) -> None:
+    def __init__(
+        self, items: Iterable[sdk.PolicyResource], prepared: dict[int, tuple[object, object]] | None = None
+    ) -> None:
         super().__init__(items)
         self._derived: list[tuple[object, object]] = []
+        self._prepared = prepared or {}
+
+    def prepared_for(self, props: object) -> object | None:
+        """What ``prepare`` made of exactly this properties object at Analyze time, if anything."""
+        found = self._prepared.get(id(props))
+        return found[1] if found is not None and found[0] is props else None
 
     def derive(self, key: object, build: Callable[[], T]) -> T:
         """``build()`` once per equal ``key``; later policies get the same object back.
@@ -70,6 +87,17 @@ def derived(resources: object, key: object, build: Callable[[], T]) -> T:
     return build()
 
 
+def prepared(resources: object, props: object) -> object | None:
+    """What the ``prepare`` hook made of ``props`` ahead of time; None when nothing was prepared.
+
+    Only an object that still is the very properties object parsed at Analyze time qualifies, so
+    a caller that replaced or rebuilt the properties (a merged patch, a list item) gets None.
+    """
+    if isinstance(resources, SharedResources):
+        return resources.prepared_for(props)
+    return None
+
+
 def sdk_version() -> str | None:
     """The installed ``pulumi_policy`` distribution's version."""
     try:
@@ -87,15 +115,17 @@ def supported() -> bool:
     )
 
 
-def install() -> bool:
+def install(prepare: Prepare | None = None) -> bool:
     """Serve the pack with the shared-parse servicer when :func:`supported`; returns whether it did.
 
     ``PolicyPack(...)`` looks the servicer class up in ``pulumi_policy.policy`` when it is
     constructed, so this must run before it. Nothing internal is touched otherwise.
+    ``prepare`` runs on each resource's parsed properties at Analyze time (see :func:`prepared`);
+    it must not modify them and must depend on nothing else.
     """
     if not supported():
         return False
-    _internal._PolicyAnalyzerServicer = _servicer_class(sdk._PolicyAnalyzerServicer)
+    _internal._PolicyAnalyzerServicer = _servicer_class(sdk._PolicyAnalyzerServicer, prepare)
     return True
 
 
@@ -116,21 +146,44 @@ class _Parsed:
     serialisation), so a resource whose inputs differ between the two calls is parsed again.
     """
 
-    __slots__ = ("_wire", "value")
+    __slots__ = ("_wire", "prepared", "value")
 
-    def __init__(self, wire: bytes, value: Any) -> None:
+    def __init__(self, wire: bytes, value: Any, prepared: object) -> None:
         self._wire = wire
         self.value = value
+        self.prepared = prepared
 
     @classmethod
-    def of(cls, properties: Any) -> _Parsed:
-        return cls(properties.SerializeToString(deterministic=True), _parse(properties))
+    def of(cls, properties: Any, prepare: Prepare | None) -> _Parsed:
+        value = _parse(properties)
+        made = prepare(value) if prepare is not None else None
+        return cls(properties.SerializeToString(deterministic=True), value, made)
 
     def describes(self, properties: Any) -> bool:
         return bool(self._wire == properties.SerializeToString(deterministic=True))
 
 
-def _servicer_class(base: Any) -> Any:
+class _StackResource(sdk.PolicyResource):
+    """A ``PolicyResource`` whose ``opts`` are built from the request on first read."""
+
+    def __init__(self, options: Callable[[], Any], *args: Any) -> None:
+        self._options: Callable[[], Any] | None = options
+        self._opts: Any = None
+        super().__init__(*args)
+
+    @property
+    def opts(self) -> Any:
+        if self._options is not None:
+            self._opts, self._options = self._options(), None
+        return self._opts
+
+    @opts.setter
+    def opts(self, value: Any) -> None:
+        if value is not None:
+            self._opts, self._options = value, None
+
+
+def _servicer_class(base: Any, prepare: Prepare | None = None) -> Any:
     """The supported servicer, subclassed: built only once the version guard has passed.
 
     Written against pulumi_policy 1.21's ``_PolicyAnalyzerServicer``, whose private attributes
@@ -147,7 +200,7 @@ def _servicer_class(base: Any) -> Any:
                 return super().Analyze(request, context)
             if any(isinstance(p, sdk.StackValidationPolicy) for p in policies):
                 # Parsed now, while the program still registers, for AnalyzeStack to reuse.
-                self._parsed_by_urn()[request.urn] = _Parsed.of(request.properties)
+                self._parsed_by_urn()[request.urn] = _Parsed.of(request.properties, prepare)
             return _internal.proto.AnalyzeResponse()
 
         def _parsed_by_urn(self) -> dict[str, _Parsed]:
@@ -163,28 +216,34 @@ def _servicer_class(base: Any) -> Any:
             links: list[tuple[sdk.PolicyResource, str, list[str], dict[str, list[str]]]] = []
             early = self._parsed_by_urn()
             self._keyfence_parsed = {}
-            providers: dict[tuple[str, str, str, bytes], Any] = {}
+            providers: dict[bytes, Any] = {}
+            made: dict[int, tuple[object, object]] = {}
 
             def provider_of(r: Any) -> Any:
                 """The SDK's provider resource, parsed once per distinct provider (most share one)."""
                 if not r.HasField("provider"):
                     return None
-                p = r.provider
-                key = (p.urn, p.type, p.name, p.properties.SerializeToString(deterministic=True))
+                key = r.provider.SerializeToString(deterministic=True)
                 if key not in providers:
                     providers[key] = self._get_provider_resource(r)
                 return providers[key]
 
             for r in request.resources:
-                seen = early.get(r.urn)
-                reused = seen is not None and seen.describes(r.properties)
-                props = seen.value if seen is not None and reused else _parse(r.properties)
-                resource = sdk.PolicyResource(
+                urn, properties = r.urn, r.properties
+                seen = early.get(urn)
+                if seen is not None and seen.describes(properties):
+                    props = seen.value
+                    if seen.prepared is not None:
+                        made[id(props)] = (props, seen.prepared)
+                else:
+                    props = _parse(properties)
+                resource: sdk.PolicyResource = _StackResource(
+                    functools.partial(self._get_resource_options, r),
                     r.type,
                     props,
-                    r.urn,
+                    urn,
                     r.name,
-                    self._get_resource_options(r),
+                    None,
                     provider_of(r),
                     None,
                     [],
@@ -204,7 +263,7 @@ def _servicer_class(base: Any) -> Any:
                 resource.dependencies.extend(by_urn[d] for d in dependencies if d in by_urn)
                 for key, urns in property_dependencies.items():
                     resource.property_dependencies[key] = [by_urn[d] for d in urns if d in by_urn]
-            return SharedResources(resources)
+            return SharedResources(resources, made)
 
         def AnalyzeStack(self, request: Any, context: Any) -> Any:
             self._configure_runtime_settings()

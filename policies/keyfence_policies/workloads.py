@@ -32,7 +32,8 @@ from .podspec import Container, PodSpec, SecretRef, find_pod_specs, read_pod_spe
 from .props import Node, Problems
 from .rbac import Rbac
 from .routes import by_name, key_secret_names, sweeps
-from .scan import Hit, Scanner
+from .scan import Hit, Scanner, Strings
+from .sdk_adapter import prepared
 
 AGENT_PREFIX: Final = "vault.hashicorp.com/agent-inject"
 AGENT_CONTAINERS: Final = "vault.hashicorp.com/agent-inject-containers"
@@ -297,7 +298,9 @@ def _scaler(obj: StackObject) -> Scaler:
 class _Builder:
     """The four steps of :func:`build_index`, sharing one index and one scanner."""
 
-    def __init__(self, config: PackConfig) -> None:
+    def __init__(self, config: PackConfig, resources: object = None) -> None:
+        self.resources = resources
+        """The stack as the policy was handed it: strings prepared at Analyze time come with it."""
         self.index = StackIndex(config, KeyBook(config))
         keys = config.annotations
         self.scanner = Scanner(self.index.book, frozenset({keys.key_path, keys.vault_mount}))
@@ -388,7 +391,11 @@ class _Builder:
             else frozenset()
         )
         self.scanner.truncated = False
-        hits = self.scanner.scan(obj.raw, skip=skip)
+        strings = prepared(self.resources, obj.raw)
+        if isinstance(strings, Strings):
+            hits = self.scanner.scan_prepared(strings, skip=skip)
+        else:
+            hits = self.scanner.scan(obj.raw, skip=skip)
         if self.scanner.truncated:
             self.index.unscanned.append(obj)
         if not hits:
@@ -507,7 +514,7 @@ class _Builder:
 
 def build_index(resources: Iterable[object], config: PackConfig) -> StackIndex:
     """Index the stack's resources for the policies, in time linear in their number."""
-    builder = _Builder(config)
+    builder = _Builder(config, resources)
     try:
         items = list(resources)
     except Exception:  # not even a list of resources: nothing to index

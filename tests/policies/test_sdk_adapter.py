@@ -14,9 +14,10 @@ import pytest
 from google.protobuf import struct_pb2
 from keyfence_policies import sdk_adapter
 from keyfence_policies.pack import build_policies
+from keyfence_policies.scan import Scanner, prepare
 from keyfence_policies.sdk_adapter import SharedResources, derived
 from pulumi.runtime import proto, rpc
-from pulumi_policy.policy import EnforcementLevel, _PolicyAnalyzerServicer
+from pulumi_policy.policy import EnforcementLevel, StackValidationPolicy, _PolicyAnalyzerServicer
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE
 
 from keyfence.check.analyzer import run_policy_pack
@@ -120,6 +121,52 @@ def test_analyze_time_parses_are_reused_only_for_unchanged_properties() -> None:
     changed = sdk_adapter._servicer_class(_PolicyAnalyzerServicer)(*args)
     _analyze_each(changed, clean_stack_props([P, Q]))
     assert _verdicts(changed, _request(_broken_stack()), {}) == expected
+
+
+def test_strings_prepared_at_analyze_are_searched_only_for_unchanged_properties(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The scan's strings listed at Analyze time stand in for a walk only of the very same parse."""
+    args = ("keyfence", "0.1.0", build_policies(), EnforcementLevel.MANDATORY)
+    expected = _verdicts(_PolicyAnalyzerServicer(*args), _request(_broken_stack()), {})
+    walked: list[object] = []
+    original = Scanner.scan
+
+    def counted(self: Scanner, props: object, **kwargs: Any) -> Any:
+        walked.append(props)
+        return original(self, props, **kwargs)
+
+    monkeypatch.setattr(Scanner, "scan", counted)
+    unchanged = sdk_adapter._servicer_class(_PolicyAnalyzerServicer, prepare)(*args)
+    _analyze_each(unchanged, _broken_stack())
+    assert _verdicts(unchanged, _request(_broken_stack()), {}) == expected
+    assert walked == [], "every resource's strings were listed at Analyze time"
+
+    changed = sdk_adapter._servicer_class(_PolicyAnalyzerServicer, prepare)(*args)
+    _analyze_each(changed, clean_stack_props([P, Q]))
+    assert _verdicts(changed, _request(_broken_stack()), {}) == expected
+    differing = sum(a != b for a, b in zip(clean_stack_props([P, Q]), _broken_stack(), strict=True))
+    assert differing and len(walked) == differing, "a resource whose properties changed is walked again"
+
+
+def test_resource_options_are_the_sdks_when_a_policy_reads_them() -> None:
+    seen: list[Any] = []
+
+    def read_options(args: Any, report: Any) -> None:
+        for r in args.resources:
+            seen.append((r.urn, r.opts.protect, list(r.opts.ignore_changes), r.opts.parent))
+
+    policy = StackValidationPolicy(name="reads-options", description="reads options", validate=read_options)
+    request = _request(clean_stack_props([P]))
+    request.resources[0].options.protect = True
+    request.resources[0].options.ignoreChanges.append("spec")
+    request.resources[1].options.parent = request.resources[0].urn
+    args = ("keyfence", "0.1.0", [policy], EnforcementLevel.MANDATORY)
+    adapted = sdk_adapter._servicer_class(_PolicyAnalyzerServicer)(*args)
+    for servicer in (_PolicyAnalyzerServicer(*args), adapted):
+        servicer.AnalyzeStack(request, None)
+    half = len(seen) // 2
+    assert seen[:half] == seen[half:] and seen[0][1:3] == (True, ["spec"]) and seen[1][3] == seen[0][0]
 
 
 def test_another_pulumi_policy_version_keeps_the_public_path(monkeypatch: pytest.MonkeyPatch) -> None:
