@@ -199,8 +199,14 @@ def _servicer_class(base: Any, prepare: Prepare | None = None) -> Any:
             if any(isinstance(p, sdk.ResourceValidationPolicy) for p in policies):
                 return super().Analyze(request, context)
             if any(isinstance(p, sdk.StackValidationPolicy) for p in policies):
-                # Parsed now, while the program still registers, for AnalyzeStack to reuse.
-                self._parsed_by_urn()[request.urn] = _Parsed.of(request.properties, prepare)
+                # Parsed now, while the program still registers, for AnalyzeStack to reuse. The SDK's
+                # Analyze parses nothing here, so what cannot be parsed is left to AnalyzeStack, which
+                # judges (or fails on) the properties it is sent, exactly as the public path does.
+                parsed = self._parsed_by_urn()
+                try:
+                    parsed[request.urn] = _Parsed.of(request.properties, prepare)
+                except Exception:
+                    parsed.pop(request.urn, None)
             return _internal.proto.AnalyzeResponse()
 
         def _parsed_by_urn(self) -> dict[str, _Parsed]:

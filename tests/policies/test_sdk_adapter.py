@@ -28,6 +28,8 @@ from tests.fleet_fixtures import EXAMPLE_SPEC
 from tests.policies.builders import DEPLOYMENT, SECRET, Proc, clean_stack_props, urn_of
 
 P, Q = Proc("momentum", "executor"), Proc("momentum", "hedger")
+ASSET_SIG = ("4dabf18193072939515e22adb298388d", "c44067f5952c0a294b673a41bacd8c17")
+"""An asset with neither path, text nor uri: the SDK's deserializer refuses it."""
 
 
 def _request(items: list[tuple[str, dict[str, Any], str]]) -> Any:
@@ -237,3 +239,17 @@ def test_the_real_pack_process_gives_the_same_verdicts_both_ways(monkeypatch: py
     public = verdicts()
     assert adapted == public
     assert {v[1] for v in adapted} == {"mandatory", "advisory"}, "the stack must exercise both levels"
+
+
+def test_analyze_never_fails_where_the_public_path_answers() -> None:
+    """The early parse is an optimisation: properties it cannot parse are left to AnalyzeStack."""
+    args = ("keyfence", "0.1.0", build_policies(), EnforcementLevel.MANDATORY)
+    odd = {"metadata": {"name": "cm", "namespace": "momentum"}, "data": {"x": {ASSET_SIG[0]: ASSET_SIG[1]}}}
+    fine = {"metadata": {"name": "cm", "namespace": "momentum"}, "data": {"x": "fine"}}
+    adapted = sdk_adapter._servicer_class(_PolicyAnalyzerServicer, prepare)(*args)
+    public = _PolicyAnalyzerServicer(*args)
+    for servicer in (public, adapted):
+        _analyze_each(servicer, [("kubernetes:core/v1:ConfigMap", odd, "cm")])
+    # AnalyzeStack is sent properties it can parse: both judge those.
+    stack = [*clean_stack_props([P]), ("kubernetes:core/v1:ConfigMap", fine, "cm")]
+    assert _verdicts(adapted, _request(stack), {}) == _verdicts(public, _request(stack), {})
