@@ -2,9 +2,10 @@
 
 Each string is hashed once (SHA-256, compared with the known keys' fingerprints) and
 searched once for a known key's Vault path. A string is also split into tokens, so a key
-inside ``--api-key=<key>``, a ``KEY=<key>`` line or a JSON document is found too, and a
-base64 string (a Secret's ``data``, or any value that decodes to text) is searched as the
-text it encodes.
+inside ``--api-key=<key>``, a ``KEY=<key>`` line, a JSON document, a URL (its path, query or
+user info) or a file path is found too, and a base64 or percent-encoded string (a Secret's
+``data``, or any value that decodes to text) is searched as the text it encodes. A Pulumi
+asset or archive is searched through its text, path or URI.
 
 It is done in two steps: :func:`prepare` walks a resource's properties and lists the
 strings that could hold a key, which depends on nothing but the properties (so the pack's
@@ -21,6 +22,9 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
+from urllib.parse import unquote
+
+import pulumi
 
 from .keybook import Key, KeyBook, path_tokens
 from .props import _DictProxy, _ListProxy, open_proxy
@@ -29,6 +33,11 @@ MIN_MATERIAL: Final = 12
 """Shorter strings are not compared: no exchange issues keys that short."""
 MAX_DEPTH: Final = 100
 _SEPARATORS: Final = re.compile(r"[\s\"'`,;:{}\[\]()<>|&]+")
+_FINE: Final = re.compile(r"[\s\"'`,;:{}\[\]()<>|&@#!?\\%*^$.]+")
+"""Also characters no exchange puts in a key: a URL's ``@``, ``#`` and dots, escapes, punctuation."""
+_FINER: Final = re.compile(r"[@#!?\\%*^$.]")
+MAX_SPAN: Final = 8
+"""Segments (between slashes) a key may span inside a longer path or URL (base64 keys hold ``/``)."""
 _BASE64: Final = re.compile(r"[A-Za-z0-9+/_-]{14,}={0,2}")
 
 How = Literal["material", "path"]
@@ -94,7 +103,18 @@ def raw_children(value: object) -> list[tuple[object, object]] | None:
             return list(enumerate(list(value)))
         except Exception:  # an unreadable sequence
             return []
+    if isinstance(value, (pulumi.Asset, pulumi.Archive)):
+        return _asset_children(value)
     return None
+
+
+def _asset_children(value: pulumi.Asset | pulumi.Archive) -> list[tuple[object, object]]:
+    """What a Pulumi asset or archive carries: an asset's text, path or URI; an archive's assets."""
+    assets = getattr(value, "assets", None)
+    if isinstance(assets, Mapping):
+        return list(assets.items())
+    carried = ((name, getattr(value, name, None)) for name in ("text", "path", "uri"))
+    return [(name, found) for name, found in carried if found is not None]
 
 
 @dataclass(frozen=True)
@@ -113,19 +133,33 @@ _SEEN_LIMIT: Final = 1 << 18
 
 
 def _candidates(text: str) -> list[str]:
-    out = [text]
+    """The pieces of ``text`` a key could be: tokens, values after ``=``, runs of path segments."""
     parts = _SEPARATORS.split(text)
-    if len(parts) == 1 and "=" not in text:
-        return out
-    for part in parts:
-        if part != text:
-            out.append(part)
+    fine = _FINE.split(text) if _FINER.search(text) else parts
+    if len(fine) == 1 and "=" not in text and "/" not in text:
+        return [text]
+    out = [text]
+    for part in parts if fine is parts else (*parts, *fine):
+        out.append(part)
         cut = part.find("=")
         while 0 <= cut < len(part) - 1 and part[cut + 1] == "=":
             cut = part.find("=", cut + 2)
         if 0 <= cut < len(part) - 1:
             out.append(part[cut + 1 :])
-    return out
+    for part in fine:
+        if "/" in part and len(part) > MIN_MATERIAL:
+            out.extend(_spans(part))
+    return list(dict.fromkeys(c for c in out if len(c) >= MIN_MATERIAL))
+
+
+def _spans(part: str) -> Iterator[str]:
+    """Every run of up to :data:`MAX_SPAN` segments of ``part`` between slashes, but ``part`` itself."""
+    cuts = [at for at, char in enumerate(part) if char == "/"]
+    starts, ends = [0, *(c + 1 for c in cuts)], [*cuts, len(part)]
+    for first, start in enumerate(starts):
+        for end in ends[first : first + MAX_SPAN]:
+            if end - start >= MIN_MATERIAL and end - start < len(part):
+                yield part[start:end]
 
 
 def seen(text: str) -> _Seen:
@@ -134,9 +168,11 @@ def seen(text: str) -> _Seen:
     if found is None:
         digests: tuple[str, ...] = ()
         if len(text) >= MIN_MATERIAL:
-            digests = tuple(dict.fromkeys(digest(c) for c in _candidates(text) if len(c) >= MIN_MATERIAL))
+            digests = tuple(digest(c) for c in _candidates(text))
         paths = path_tokens(text) if "/" in text else ()
         decoded = decode_base64(text) if len(text) >= 16 else None
+        if decoded is None and "%" in text and (unquoted := unquote(text)) != text:
+            decoded = unquoted
         found = _Seen(digests, paths, decoded)
         if len(_SEEN) >= _SEEN_LIMIT:
             _SEEN.clear()
