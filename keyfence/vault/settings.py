@@ -85,15 +85,18 @@ def unsendable(value: str, *, secret: bool) -> str | None:
 
 def shown_address(addr: str) -> str:
     """``addr`` as messages may show it: a user name or password in it (an authenticating proxy in
-    front of Vault) replaced by ``***``."""
-    try:
-        parts = urlsplit(addr)
-    except ValueError:
-        return "<an address that is not a URL>"
-    if parts.username is None and parts.password is None and "@" not in parts.netloc:
+    front of Vault) replaced by ``***``.
+
+    Everything before the last ``@`` is hidden, not only what a URL parser calls user info: an
+    unencoded ``/``, ``?`` or ``#`` in a password (or a missing ``https://``) makes the parser read
+    the rest of the password as a path, query, fragment or scheme.
+    """
+    if "@" not in addr:
         return addr
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+    scheme, sep, rest = addr.partition("://")
+    if not sep:
+        scheme, rest = "", addr
+    return f"{scheme}{sep}***@{rest.rpartition('@')[2]}"
 
 
 def ascii_address(addr: str) -> str:
@@ -112,6 +115,11 @@ def ascii_address(addr: str) -> str:
         parts = urlsplit(addr)
     except ValueError as exc:
         raise ValueError(f"it is not a URL ({exc})") from None
+    if "@" in addr.partition("://")[2] and "@" not in parts.netloc:
+        raise ValueError(
+            "its user name or password holds a '/', '?' or '#', which ends the host part early: "
+            "percent-encode them (%2F, %3F, %23)"
+        )
     userinfo, at, hostport = parts.netloc.rpartition("@")
     host, colon, port = hostport.rpartition(":") if ":" in hostport else (hostport, "", "")
     if not host.isascii():

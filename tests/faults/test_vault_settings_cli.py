@@ -64,3 +64,11 @@ def test_an_address_whose_host_no_encoding_accepts(
 ) -> None:
     fault_env.setenv("VAULT_ADDR", "http://\u2603.invalid:8200")
     surface.fails(fleet.spec, "VAULT_ADDR=", "not a valid internationalised domain name")
+
+
+@pytest.mark.parametrize("stray", ["/", "#", "?"], ids=["slash", "hash", "question-mark"])
+def test_a_proxy_password_that_ends_the_host_part_early_is_refused_unshown(
+    surface: Surface, fleet: Fleet, fault_env: pytest.MonkeyPatch, stray: str
+) -> None:
+    fault_env.setenv("VAULT_ADDR", f"http://proxy:CANARYPW{stray}4f2a9@127.0.0.1:8200")
+    surface.fails(fleet.spec, "VAULT_ADDR=", "***@127.0.0.1:8200", "percent-encode")

@@ -125,3 +125,23 @@ def test_proxy_credentials_basic_auth_cannot_carry_are_refused_unshown(userinfo:
     error = refused({**BASE, "VAULT_ADDR": f"https://{userinfo}@vault.example.com:8200"})
     assert "Basic authentication cannot carry" in str(error) and "***@vault.example.com" in str(error)
     assert "\u20ac" not in str(error) and "E2%82" not in str(error)
+
+
+@pytest.mark.parametrize(
+    "addr",
+    [
+        f"https://user:{CANARY}/pw@vault.example.com:8200",
+        f"https://user:{CANARY}#pw@vault.example.com",
+        f"https://user:{CANARY}?pw@vault.example.com",
+        f"user:{CANARY}@vault.example.com:8200",
+        f"https://user:{CANARY}@vault.example.com:99999",
+        f"https://user:{CANARY}@@vault.example.com/v1",
+    ],
+    ids=["slash", "hash", "question-mark", "no-scheme", "bad-port", "double-at"],
+)
+def test_a_password_the_url_parser_reads_as_path_or_scheme_is_never_shown(addr: str) -> None:
+    """A proxy password with an unencoded ``/``, ``#`` or ``?`` (or no scheme at all) ends the URL's
+    authority early: the message must still hide everything before the last ``@``."""
+    error = refused({**BASE, "VAULT_ADDR": addr})
+    assert "VAULT_ADDR" in str(error) and "***@vault.example.com" in str(error)
+    assert CANARY not in str(error) and CANARY not in repr(error.problems)
