@@ -304,14 +304,15 @@ class KV2Client(Transport):
 
         ``None`` means "not available, read each key instead": a server without the endpoint
         (HashiCorp Vault: 404 or 405), a token without 'list' on it, a folder that does not
-        exist, or an answer keyfence cannot parse -- never "no keys". Vault being unreachable,
-        sealed or the token dead is raised, as for any read.
+        exist, an answer keyfence cannot parse -- never "no keys" -- and any other failure once
+        transient ones are retried (unreachable, sealed, token dead): the per-key reads that
+        follow then fail and word their errors exactly as without a listing.
         """
         mount, folder = canonical_key_path(mount), canonical_key_path(folder)
         if not mount:
             raise ValueError("mount must not be empty")
-        api_path = f"{mount}/detailed-metadata/{folder}".rstrip("/") + "/"
-        op = Operation("list the metadata under", mount, f"{mount}/{folder}/", "list", api_path)
+        url = f"/v1/{mount}/detailed-metadata/{folder}".rstrip("/") + "/"
+        op = Operation("list the metadata under", mount, f"{mount}/{folder}/", "list", url[4:])
         found: dict[str, KeyMetadata] = {}
         folders: list[str] = []
         after = ""
@@ -320,13 +321,13 @@ class KV2Client(Transport):
             try:
                 response = self._call(
                     op,
-                    functools.partial(self._client.adapter.list, f"/v1/{api_path}", params=params),
+                    functools.partial(self._client.adapter.list, url, params=params),
                     translate_missing=False,
                 )
             except hvac.exceptions.InvalidPath:
                 # The page after a full last page is a 404 too: only the first one says "not available".
                 return FolderMetadata(found, tuple(folders)) if after else None
-            except VaultRequestError:
+            except KeyfenceError:
                 return None
             page = data_of(response if isinstance(response, dict) else None)
             names = page.get("keys") if isinstance(page, dict) else None
