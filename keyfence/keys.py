@@ -38,7 +38,7 @@ from .vault import (
     conflict,
 )
 from .vault.ledger import LedgerSnapshot
-from .vault.listing import WORTH_LISTING, folder_metadata
+from .vault.listing import WORTH_LISTING, FolderListings, folder_metadata
 
 Mode = Literal["deploy", "check", "offline"]
 IdentitySource = Literal["material", "metadata", "offline", "unverifiable"]
@@ -411,7 +411,11 @@ def _shared_fingerprints(keys: list[ResolvedKey]) -> dict[int, list[str]]:
 
 
 def resolve_keys(
-    spec: FleetSpec, client: KV2Client | None, mode: Mode, stack: str | None = None
+    spec: FleetSpec,
+    client: KV2Client | None,
+    mode: Mode,
+    stack: str | None = None,
+    listings: FolderListings | None = None,
 ) -> list[ResolvedKey]:
     """Resolve and verify every process's key, in spec order, or raise listing every problem.
 
@@ -422,6 +426,7 @@ def resolve_keys(
     sealed, token rejected, the key ledger refused) aborts at once with a single
     VaultUnavailableError. ``stack`` (``org/project/stack``) is who runs the keys: a key the
     ledger shows claimed by another stack, or recorded at another path, is a problem.
+    ``listings`` are the run's folder listings, to share with later readers of the same folders.
     """
     if mode == "offline":
         return _offline(spec)
@@ -431,7 +436,8 @@ def resolve_keys(
     ledger = Ledger(client, mount, spec.vault.ledger)
     entries = spec.entries()
     # Folder listings answer most keys' metadata, one snapshot the ledger (OpenBao); the rest is read.
-    listed = folder_metadata(client, mount, (entry.key_path for entry in entries))
+    listings = listings if listings is not None else FolderListings(client, mount)
+    listed = folder_metadata(listings, (entry.key_path for entry in entries))
     records = ledger.snapshot(listing=len(entries) >= WORTH_LISTING)
     outcomes = client.read_many(
         lambda entry: _inspect(client, records, entry, mode, stack, listed), entries

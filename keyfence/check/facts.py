@@ -14,7 +14,7 @@ from ..errors import KeyfenceError
 from ..keys import METADATA_SECRET_FINGERPRINT, ResolvedKey, metadata_facts, resolve_keys
 from ..spec import FleetSpec
 from ..vault import KeyAccessDeniedError, KeyMetadata, KV2Client
-from ..vault.listing import tree_metadata
+from ..vault.listing import FolderListings, tree_metadata
 
 
 @dataclass
@@ -97,8 +97,13 @@ def _secret_fingerprint(client: KV2Client, entry: dict[str, object]) -> str | No
         return None
 
 
-def vault_facts(client: KV2Client, spec: FleetSpec, keys: list[ResolvedKey]) -> KeyFacts:
+def vault_facts(
+    client: KV2Client, spec: FleetSpec, keys: list[ResolvedKey], listings: FolderListings | None = None
+) -> KeyFacts:
     """Facts of the fleet's keys and of every other key under the prefix, from Vault metadata.
+
+    ``listings`` are the folder listings :func:`resolve_keys` made for ``keys``: a folder it
+    listed is not asked again.
 
     A key whose metadata lacks ``secret_fingerprint`` is read once (if the token may) to
     fingerprint its api secret, so that a copy of the secret alone is recognised too.
@@ -108,8 +113,9 @@ def vault_facts(client: KV2Client, spec: FleetSpec, keys: list[ResolvedKey]) -> 
     fleet = {(k.mount, k.path) for k in keys}
     # One detailed-metadata listing per folder (OpenBao) answers every key's metadata at once;
     # without it, list the paths and read each key's metadata.
-    known = tree_metadata(client, mount, prefix) or {}
+    known: dict[str, KeyMetadata] = {}
     try:
+        known = tree_metadata(listings or FolderListings(client, mount), prefix) or {}
         listed = sorted(known) if known else client.list_keys(mount, prefix)
     except KeyfenceError as exc:
         listed = []

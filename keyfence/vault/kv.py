@@ -298,21 +298,31 @@ class KV2Client(Transport):
                     found.append(child)
         return sorted(found)
 
-    def list_detailed_metadata(self, mount: str, folder: str) -> FolderMetadata | None:
+    def list_detailed_metadata(
+        self, mount: str, folder: str, *, for_key: str | None = None
+    ) -> FolderMetadata | None:
         """Every key directly in ``folder`` with its metadata, and the sub-folders' paths, from
         OpenBao's paginated ``LIST <mount>/detailed-metadata/<folder>/``.
 
-        ``None`` means "not available, read each key instead": a server without the endpoint
-        (HashiCorp Vault: 404 or 405), a token without 'list' on it, a folder that does not
-        exist, an answer keyfence cannot parse -- never "no keys" -- and any other failure once
-        transient ones are retried (unreachable, sealed, token dead): the per-key reads that
-        follow then fail and word their errors exactly as without a listing.
+        ``None`` means "not available, read each key instead", and only for what a per-key read
+        could still answer: a server without the endpoint (HashiCorp Vault: 404 or 405), a token
+        without 'list' on it (403 from a live token), a folder that does not exist, any other
+        refusal of this request, an answer keyfence cannot parse -- never "no keys". What no
+        read could survive (unreachable once the retries are spent, sealed, 5xx, rate-limited,
+        token rejected, not Vault's JSON) raises the VaultUnavailableError the per-key read
+        would: with ``for_key`` (the first key the listing stands in for) its message and retry
+        notices read exactly as that key's metadata read's, else as listing the folder's keys.
         """
         mount, folder = canonical_key_path(mount), canonical_key_path(folder)
         if not mount:
             raise ValueError("mount must not be empty")
         url = f"/v1/{mount}/detailed-metadata/{folder}".rstrip("/") + "/"
-        op = Operation("list the metadata under", mount, f"{mount}/{folder}/", "list", url[4:])
+        action, ref = (
+            ("read the metadata of", f"{mount}/{canonical_key_path(for_key)}")
+            if for_key
+            else ("list the keys under", f"{mount}/{folder}".rstrip("/") + "/")
+        )
+        op = Operation(action, mount, ref, "list", url[4:])
         found: dict[str, KeyMetadata] = {}
         folders: list[str] = []
         after = ""
@@ -327,9 +337,9 @@ class KV2Client(Transport):
             except hvac.exceptions.InvalidPath:
                 # The page after a full last page is a 404 too: only the first one says "not available".
                 return FolderMetadata(found, tuple(folders)) if after else None
-            except KeyfenceError:
+            except VaultRequestError:
                 return None
-            page = data_of(response if isinstance(response, dict) else None)
+            page = data_of(self._vault_json(op, response))
             names = page.get("keys") if isinstance(page, dict) else None
             infos = page.get("key_info") if isinstance(page, dict) else None
             if not isinstance(names, list) or not isinstance(infos, dict):
