@@ -28,8 +28,9 @@ from keyfence.keys import (
     METADATA_VENUE,
 )
 from keyfence.keystore import METADATA_REGISTERED_AT
-from keyfence.vault import DEFAULT_LEDGER
+from keyfence.vault import DEFAULT_LEDGER, LedgerRecord
 from keyfence.vault.kv import API_KEY_FIELD, API_SECRET_FIELD
+from keyfence.vault.ledger import mirror_of
 
 from .fleet import BenchProcess, Fleet
 
@@ -87,9 +88,21 @@ def seed_one(vault: hvac.Client, fleet: Fleet, process: BenchProcess) -> None:
         "claimed_at": REGISTERED_AT,
     }
     # A fleet seeded before in this Vault already has its records (cas=0 refuses a second).
+    made = None
     with contextlib.suppress(hvac.exceptions.InvalidRequest):
-        kv.create_or_update_secret(
+        made = kv.create_or_update_secret(
             path=f"{DEFAULT_LEDGER}/{fingerprint}", secret=record, cas=0, mount_point=fleet.mount
+        )
+    if made is not None:
+        # And its mirror in the record's metadata, as the ledger writes it after every record write.
+        version = int(made["data"]["version"])
+        holder = (BENCH_STACK, process.ref, REGISTERED_AT)
+        written = LedgerRecord(fingerprint, process.key_path, *holder, version)
+        kv.update_metadata(
+            path=f"{DEFAULT_LEDGER}/{fingerprint}",
+            custom_metadata=mirror_of(written),
+            delete_version_after=None,
+            mount_point=fleet.mount,
         )
 
 

@@ -180,13 +180,13 @@ def resolve(spec: FleetSpec, settings: VaultSettings, mode: Mode) -> list[Resolv
 
 
 def claims(spec: FleetSpec, settings: VaultSettings, keys: list[ResolvedKey]) -> list[str]:
-    """Resolve and check every key's claim in the ledger: one record read per key, then the verdict."""
+    """Resolve and check every key's claim in the ledger, then the verdict: one listing of the
+    ledger's detailed metadata (OpenBao), and a record read per key whose mirror cannot be trusted."""
     from keyfence.vault import Ledger, conflict
 
     with connect(settings) as client:
         ledger = Ledger(client, spec.vault.mount, spec.vault.ledger)
-        fingerprints = [k.fingerprint or "" for k in keys]
-        records = client.read_many(ledger.read, fingerprints)
+        records = ledger.read_all(k.fingerprint or "" for k in keys)
     problems = []
     for key, record in zip(keys, records, strict=True):
         if isinstance(record, Exception):

@@ -37,6 +37,8 @@ from .vault import (
     VaultRequestError,
     conflict,
 )
+from .vault.ledger import LedgerSnapshot
+from .vault.listing import WORTH_LISTING, FolderListings, folder_metadata
 
 Mode = Literal["deploy", "check", "offline"]
 IdentitySource = Literal["material", "metadata", "offline", "unverifiable"]
@@ -310,11 +312,20 @@ def _identity(
 
 
 def _inspect(
-    client: KV2Client, ledger: Ledger, entry: ProcessEntry, mode: Mode, stack: str | None
+    client: KV2Client,
+    records: LedgerSnapshot,
+    entry: ProcessEntry,
+    mode: Mode,
+    stack: str | None,
+    listed: Mapping[str, KeyMetadata],
 ) -> _Inspection:
-    """Read and check one key; per-key Vault errors propagate (read_many collects them)."""
+    """Read and check one key; per-key Vault errors propagate (read_many collects them).
+
+    Metadata comes from ``listed`` (folder listings) when it holds the key, else from a read.
+    """
+    ledger = records.ledger
     mount = ledger.mount
-    metadata = client.read_metadata(mount, entry.key_path)
+    metadata = listed.get(entry.key_path) or client.read_metadata(mount, entry.key_path)
     facts, fatal = metadata_facts(metadata.custom_metadata, entry.subaccount.venue)
     version_problem = _current_version_problem(metadata)
     fingerprint: str | None = None
@@ -335,7 +346,7 @@ def _inspect(
         secret_fingerprint = read_secret or secret_fingerprint
         fatal.extend(problems)
         if fingerprint is not None:
-            record = ledger.read(fingerprint)
+            record = records.read(fingerprint)
             held = conflict(record, mount, entry.key_path, stack)
             if held is not None:
                 judged.append(held)
@@ -400,7 +411,11 @@ def _shared_fingerprints(keys: list[ResolvedKey]) -> dict[int, list[str]]:
 
 
 def resolve_keys(
-    spec: FleetSpec, client: KV2Client | None, mode: Mode, stack: str | None = None
+    spec: FleetSpec,
+    client: KV2Client | None,
+    mode: Mode,
+    stack: str | None = None,
+    listings: FolderListings | None = None,
 ) -> list[ResolvedKey]:
     """Resolve and verify every process's key, in spec order, or raise listing every problem.
 
@@ -411,6 +426,7 @@ def resolve_keys(
     sealed, token rejected, the key ledger refused) aborts at once with a single
     VaultUnavailableError. ``stack`` (``org/project/stack``) is who runs the keys: a key the
     ledger shows claimed by another stack, or recorded at another path, is a problem.
+    ``listings`` are the run's folder listings, to share with later readers of the same folders.
     """
     if mode == "offline":
         return _offline(spec)
@@ -419,7 +435,13 @@ def resolve_keys(
     mount = spec.vault.mount
     ledger = Ledger(client, mount, spec.vault.ledger)
     entries = spec.entries()
-    outcomes = client.read_many(lambda entry: _inspect(client, ledger, entry, mode, stack), entries)
+    # Folder listings answer most keys' metadata, one snapshot the ledger (OpenBao); the rest is read.
+    listings = listings if listings is not None else FolderListings(client, mount)
+    listed = folder_metadata(listings, (entry.key_path for entry in entries))
+    records = ledger.snapshot(listing=len(entries) >= WORTH_LISTING)
+    outcomes = client.read_many(
+        lambda entry: _inspect(client, records, entry, mode, stack, listed), entries
+    )
 
     problems: dict[int, list[str]] = defaultdict(list)
     keys: list[ResolvedKey] = []

@@ -21,4 +21,17 @@ path "secret/data/keyfence/ledger/*" {
   capabilities = ["read"]
 }
 
+# OpenBao: every key's metadata in one request per folder (LIST detailed-metadata), instead of one
+# read per key. Optional: without it keyfence reads each key's metadata (HashiCorp Vault has no
+# such endpoint). Metadata only, never data.
+path "secret/detailed-metadata/kraken/*" {
+  capabilities = ["list"]
+}
+
+# OpenBao: the whole key ledger in one request (LIST detailed-metadata); records whose mirror in
+# metadata is current are not read one by one. Optional, as above.
+path "secret/detailed-metadata/keyfence/ledger/*" {
+  capabilities = ["list"]
+}
+
 # Deliberately absent: secret/data/kraken/* (the key material).

@@ -26,7 +26,21 @@ path "secret/data/keyfence/ledger/*" {
   capabilities = ["create", "read", "update"]
 }
 
-# Remove an unclaimed ledger record whose path no longer holds its key, when a claim is released.
+# Remove an unclaimed ledger record whose path no longer holds its key, when a claim is released;
+# after each claim or release, mirror the record into its custom metadata (update).
 path "secret/metadata/keyfence/ledger/*" {
-  capabilities = ["delete"]
+  capabilities = ["update", "delete"]
+}
+
+# OpenBao: every key's metadata in one request per folder (LIST detailed-metadata), instead of one
+# read per key. Optional: without it keyfence reads each key's metadata (HashiCorp Vault has no
+# such endpoint). Metadata only, never data.
+path "secret/detailed-metadata/kraken/*" {
+  capabilities = ["list"]
+}
+
+# OpenBao: the whole key ledger in one request (LIST detailed-metadata); records whose mirror in
+# metadata is current are not read one by one. Optional, as above.
+path "secret/detailed-metadata/keyfence/ledger/*" {
+  capabilities = ["list"]
 }

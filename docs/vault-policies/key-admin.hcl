@@ -35,9 +35,23 @@ path "secret/data/keyfence/ledger/*" {
   capabilities = ["create", "read", "update"]
 }
 
-# List the ledger (`keys list`, `keys release`); delete a record on rotate, revoke and --repair.
+# List the ledger (`keys list`, `keys release`); delete a record on rotate, revoke and --repair;
+# mirror a record into its custom metadata after each write (update).
 path "secret/metadata/keyfence/ledger/*" {
-  capabilities = ["read", "list", "delete"]
+  capabilities = ["read", "list", "update", "delete"]
+}
+
+# OpenBao: every key's metadata in one request per folder (LIST detailed-metadata), instead of one
+# read per key. Optional: without it keyfence reads each key's metadata (HashiCorp Vault has no
+# such endpoint). Metadata only, never data.
+path "secret/detailed-metadata/kraken/*" {
+  capabilities = ["list"]
+}
+
+# OpenBao: the whole key ledger in one request (LIST detailed-metadata); records whose mirror in
+# metadata is current are not read one by one. Optional, as above.
+path "secret/detailed-metadata/keyfence/ledger/*" {
+  capabilities = ["list"]
 }
 
 # `keys list` looks for copies of a key anywhere in the mount, not only under the prefix: list and

@@ -7,12 +7,14 @@ hands them to the pack as config.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..errors import KeyfenceError
 from ..keys import METADATA_SECRET_FINGERPRINT, ResolvedKey, metadata_facts, resolve_keys
 from ..spec import FleetSpec
-from ..vault import KeyAccessDeniedError, KV2Client
+from ..vault import KeyAccessDeniedError, KeyMetadata, KV2Client
+from ..vault.listing import FolderListings, tree_metadata
 
 
 @dataclass
@@ -63,8 +65,10 @@ def offline_facts(spec: FleetSpec, keys: list[ResolvedKey] | None = None) -> Key
     return KeyFacts([_entry(k) for k in resolved], False, [f"{spec.vault.mount}/{spec.vault.prefix}"])
 
 
-def _other_key(client: KV2Client, mount: str, path: str) -> dict[str, object] | None:
-    metadata = client.read_metadata(mount, path)
+def _other_key(
+    client: KV2Client, mount: str, path: str, known: Mapping[str, KeyMetadata]
+) -> dict[str, object] | None:
+    metadata = known.get(path) or client.read_metadata(mount, path)
     facts, _ = metadata_facts(metadata.custom_metadata, "spot")
     out: dict[str, object] = {"mount": mount, "path": path}
     for name, value in (
@@ -93,8 +97,13 @@ def _secret_fingerprint(client: KV2Client, entry: dict[str, object]) -> str | No
         return None
 
 
-def vault_facts(client: KV2Client, spec: FleetSpec, keys: list[ResolvedKey]) -> KeyFacts:
+def vault_facts(
+    client: KV2Client, spec: FleetSpec, keys: list[ResolvedKey], listings: FolderListings | None = None
+) -> KeyFacts:
     """Facts of the fleet's keys and of every other key under the prefix, from Vault metadata.
+
+    ``listings`` are the folder listings :func:`resolve_keys` made for ``keys``: a folder it
+    listed is not asked again.
 
     A key whose metadata lacks ``secret_fingerprint`` is read once (if the token may) to
     fingerprint its api secret, so that a copy of the secret alone is recognised too.
@@ -102,15 +111,24 @@ def vault_facts(client: KV2Client, spec: FleetSpec, keys: list[ResolvedKey]) -> 
     mount, prefix = spec.vault.mount, spec.vault.prefix
     facts = KeyFacts([_entry(k) for k in keys], True, [f"{mount}/{prefix}"])
     fleet = {(k.mount, k.path) for k in keys}
+    # One detailed-metadata listing per folder (OpenBao) answers every key's metadata at once;
+    # without it, list the paths and read each key's metadata.
+    known: dict[str, KeyMetadata] = {}
     try:
-        listed = client.list_keys(mount, prefix)
+        known = tree_metadata(listings or FolderListings(client, mount), prefix) or {}
+        listed = sorted(known) if known else client.list_keys(mount, prefix)
     except KeyfenceError as exc:
         listed = []
         facts.notes.append(
             f"keys under {mount}/{prefix} not listed ({exc.headline}); only the fleet's are known"
         )
     others = [path for path in listed if (mount, path) not in fleet]
-    for outcome in client.read_many(lambda path: _other_key(client, mount, path), others):
+    outcomes: list[object] = (
+        [_other_key(client, mount, path, known) for path in others]
+        if known
+        else list(client.read_many(lambda path: _other_key(client, mount, path, known), others))
+    )
+    for outcome in outcomes:
         if isinstance(outcome, dict):
             facts.entries.append(outcome)
     for k, entry in zip(keys, facts.entries, strict=False):

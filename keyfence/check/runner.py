@@ -257,9 +257,12 @@ def key_facts(spec: FleetSpec, mode: Mode, settings: VaultSettings | None, stack
     if mode == "offline":
         return offline_facts(spec)
     from ..vault import connect  # hvac is loaded only when Vault is read
+    from ..vault.listing import FolderListings
 
     with connect(settings or VaultSettings.from_env()) as client:
-        return vault_facts(client, spec, resolve_keys(spec, client, mode, stack))
+        # One set of folder listings for the run: the facts reuse those resolving the keys made.
+        listings = FolderListings(client, spec.vault.mount)
+        return vault_facts(client, spec, resolve_keys(spec, client, mode, stack, listings), listings)
 
 
 def pack_base_config(facts: KeyFacts, *, offline: bool) -> ConfigLayer:

@@ -112,9 +112,11 @@ def release_claim(
 
 
 def all_records(client: KV2Client, ledger: Ledger) -> list[LedgerRecord]:
-    """Every record of the ledger, read concurrently; a record that cannot be read is an error."""
-    fingerprints = ledger.fingerprints()
-    outcomes = client.read_many(ledger.read, fingerprints)
+    """Every record of the ledger, from one snapshot (mirrors it can trust, the rest read
+    concurrently); a record that cannot be read is an error."""
+    snapshot = ledger.snapshot()
+    fingerprints = snapshot.fingerprints()
+    outcomes = snapshot.read_many(fingerprints)
     problems = [
         f"{ledger.ref(fp)}: {getattr(o, 'reason', None) or o.headline}"
         for fp, o in zip(fingerprints, outcomes, strict=True)

@@ -4,7 +4,8 @@ hvac already models Vault's API, so each client method is one hvac call. What th
 adds around those calls, one module each: connection settings from the standard environment
 (``settings``), errors that name the Vault address, the key and what to do (``errors``), one
 pooled session with retries limited to failures safe to repeat (``transport``), key metadata
-(``metadata``), the KV v2 operations (``kv``) and the key ledger's records (``ledger``). No
+(``metadata``), the KV v2 operations (``kv``), many keys' metadata from folder listings
+(``listing``) and the key ledger's records (``ledger``). No
 message, log line or repr ever carries key material or a credential.
 """
 

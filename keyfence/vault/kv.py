@@ -17,7 +17,7 @@ from requests.adapters import HTTPAdapter
 from ..errors import KeyfenceError, RefusedError
 from ..material import KeyMaterial
 from .errors import KeyAccessDeniedError, MalformedKeyError, VaultRequestError
-from .metadata import KeyMetadata, parse_metadata
+from .metadata import FolderMetadata, KeyMetadata, parse_metadata
 from .pooled import PooledAdapter, VaultSession
 from .settings import VaultSettings
 from .transport import NO_ROUTE, Operation, Transport, data_of, errors_text
@@ -28,6 +28,8 @@ retry_log = logging.getLogger("keyfence.vault.retry")
 
 API_KEY_FIELD: Final = "api_key"
 API_SECRET_FIELD: Final = "api_secret"
+LIST_PAGE: Final = 1000
+"""Entries per detailed-metadata page: one page holds a large folder (0.1 s for 1000 on loopback)."""
 
 
 class KV2Client(Transport):
@@ -295,6 +297,68 @@ class KV2Client(Transport):
                 else:
                     found.append(child)
         return sorted(found)
+
+    def list_detailed_metadata(
+        self, mount: str, folder: str, *, for_key: str | None = None
+    ) -> FolderMetadata | None:
+        """Every key directly in ``folder`` with its metadata, and the sub-folders' paths, from
+        OpenBao's paginated ``LIST <mount>/detailed-metadata/<folder>/``.
+
+        ``None`` means "not available, read each key instead", and only for what a per-key read
+        could still answer: a server without the endpoint (HashiCorp Vault: 404 or 405), a token
+        without 'list' on it (403 from a live token), a folder that does not exist, any other
+        refusal of this request, an answer keyfence cannot parse -- never "no keys". What no
+        read could survive (unreachable once the retries are spent, sealed, 5xx, rate-limited,
+        token rejected, not Vault's JSON) raises the VaultUnavailableError the per-key read
+        would: with ``for_key`` (the first key the listing stands in for) its message and retry
+        notices read exactly as that key's metadata read's, else as listing the folder's keys.
+        """
+        mount, folder = canonical_key_path(mount), canonical_key_path(folder)
+        if not mount:
+            raise ValueError("mount must not be empty")
+        url = f"/v1/{mount}/detailed-metadata/{folder}".rstrip("/") + "/"
+        action, ref = (
+            ("read the metadata of", f"{mount}/{canonical_key_path(for_key)}")
+            if for_key
+            else ("list the keys under", f"{mount}/{folder}".rstrip("/") + "/")
+        )
+        op = Operation(action, mount, ref, "list", url[4:])
+        found: dict[str, KeyMetadata] = {}
+        folders: list[str] = []
+        after = ""
+        while True:
+            params = {"limit": LIST_PAGE, **({"after": after} if after else {})}
+            try:
+                response = self._call(
+                    op,
+                    functools.partial(self._client.adapter.list, url, params=params),
+                    translate_missing=False,
+                )
+            except hvac.exceptions.InvalidPath:
+                # The page after a full last page is a 404 too: only the first one says "not available".
+                return FolderMetadata(found, tuple(folders)) if after else None
+            except VaultRequestError:
+                return None
+            page = data_of(self._vault_json(op, response))
+            names = page.get("keys") if isinstance(page, dict) else None
+            infos = page.get("key_info") if isinstance(page, dict) else None
+            if not isinstance(names, list) or not isinstance(infos, dict):
+                return None
+            for name in names:
+                if not isinstance(name, str) or not name.strip("/"):
+                    return None
+                path = f"{folder}/{name}" if folder else name
+                if name.endswith("/"):
+                    # A sub-folder: its key_info is empty, or a copy of a same-named key's.
+                    folders.append(path.rstrip("/"))
+                    continue
+                metadata = parse_metadata(mount, path, infos.get(name))
+                if metadata is None:
+                    return None
+                found[path] = metadata
+            if len(names) < LIST_PAGE:
+                return FolderMetadata(found, tuple(folders))
+            after = str(names[-1])
 
     def destroy_all_versions(self, mount: str, path: str) -> None:
         """Delete the key's metadata and every version permanently: the material is gone for good."""

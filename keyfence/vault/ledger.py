@@ -6,25 +6,49 @@ by default) with the string fields ``path`` (the canonical path holding the mate
 uses ``cas=0`` and every update the version it read, so of two writers racing on one key
 exactly one wins, whatever paths or stacks they come from. This module only reads and
 writes records; what a claim means is decided in :mod:`keyfence.keystore.claims`.
+
+**The mirror.** The record's data is the authority. After each successful write of data
+version V, the writer also copies the fields into the record's ``custom_metadata`` with
+``version: V`` (best effort: a failed copy is logged and the claim stands). A reader that
+needs many records lists the ledger folder's detailed metadata once (OpenBao; see
+:mod:`keyfence.vault.listing`) and takes a record from its mirror only if the mirror names
+exactly the record's ``current_version``, that version is neither deleted nor destroyed, and
+every field is present and well formed; otherwise it reads the data, as without a mirror.
+That is safe because check-and-set lets exactly one writer make data version V, and only that
+writer writes a mirror naming V. Whatever else changes the data -- ``bao kv rollback``, a
+hand-written ``bao kv put``, a soft delete or destroy of the current version -- makes a new
+current version or changes its state, so an older mirror stops matching and is not used. A
+mirror that names an older version (stale, or forged) is not used either. Records written
+before the mirror existed have no mirror and are read from data. Custom metadata refuses
+empty values, so each field is stored as ``=`` followed by its value.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Final
 
 from keyfence_policies.labels import canonical_key_path
 
-from ..errors import RefusedError
+from ..errors import KeyfenceError, RefusedError
 from .errors import KeyAccessDeniedError, VaultRequestError, VaultUnavailableError
 from .kv import KV2Client
+from .metadata import FolderMetadata, KeyMetadata
+
+log = logging.getLogger("keyfence.vault")
 
 DEFAULT_LEDGER: Final = "keyfence/ledger"
 FIELD_PATH: Final = "path"
 FIELD_STACK: Final = "stack"
 FIELD_PROCESS: Final = "process"
 FIELD_CLAIMED_AT: Final = "claimed_at"
+FIELDS: Final = (FIELD_PATH, FIELD_STACK, FIELD_PROCESS, FIELD_CLAIMED_AT)
+MIRROR_VERSION: Final = "version"
+"""The custom metadata key naming the data version the mirror copies."""
+MIRROR_MARK: Final = "="
 _FINGERPRINT = re.compile(r"^[0-9a-f]{64}\Z")
 _SHOWABLE = re.compile(r"^[A-Za-z0-9._/:-]{1,200}\Z")
 """Record fields echoed in messages must look like paths, names or times: anything else is hidden."""
@@ -161,13 +185,52 @@ class Ledger:
             # exactly what we wrote, the write is ours.
             now = self.read(record.fingerprint)
             if now is not None and now.same_fields(record) and now.version == cas + 1:
+                self._mirror(now)
                 return now
             raise LedgerRaceLostError(
                 f"{self.ref(record.fingerprint)}: the ledger record changed concurrently (check-and-set "
                 f"expected {'no record' if cas == 0 else f'version {cas}'}); now: "
                 f"{describe(now, self.mount)}; nothing was written"
             ) from None
-        return replace(record, version=version)
+        written = replace(record, version=version)
+        self._mirror(written)
+        return written
+
+    def _mirror(self, written: LedgerRecord) -> None:
+        """Copy the record just written into its custom metadata, naming its version (best effort)."""
+        try:
+            self.client.update_custom_metadata(
+                self.mount, self.path_of(written.fingerprint), mirror_of(written)
+            )
+        except KeyfenceError as exc:
+            log.warning(
+                "could not mirror version %d of the ledger record %s into its metadata (%s); readers "
+                "read its data instead, the record itself is written",
+                written.version,
+                self.ref(written.fingerprint),
+                getattr(exc, "reason", None) or exc.headline,
+            )
+
+    def snapshot(self, *, listing: bool = True) -> LedgerSnapshot:
+        """The whole ledger from one listing of its folder's detailed metadata, when Vault has it.
+
+        Records whose mirror cannot be trusted are read from data when asked for; without the
+        listing (HashiCorp Vault, a token that may not list it, or ``listing=False`` when too few
+        records are wanted for it to pay) every record is.
+        """
+        if not listing:
+            return LedgerSnapshot(self, {}, None)
+        folder = self.client.list_detailed_metadata(self.mount, self.root)
+        if not isinstance(folder, FolderMetadata):
+            return LedgerSnapshot(self, {}, None)
+        names = {path[len(self.root) + 1 :]: meta for path, meta in folder.keys.items()}
+        listed = frozenset(n for n in names if _FINGERPRINT.match(n))
+        trusted = {fp: r for fp in listed if (r := _mirrored(fp, names[fp])) is not None}
+        return LedgerSnapshot(self, trusted, listed)
+
+    def read_all(self, fingerprints: Iterable[str]) -> list[LedgerRecord | KeyfenceError | None]:
+        """The records of ``fingerprints`` in order, from one snapshot; errors per record, as read_many."""
+        return self.snapshot().read_many(list(fingerprints))
 
     def remove(self, fingerprint: str) -> None:
         """Delete the record and its history (metadata delete: not check-and-set, use after a read)."""
@@ -193,6 +256,77 @@ class Ledger:
             ) from None
         names = (p[len(self.root) + 1 :] for p in paths)
         return [n for n in names if _FINGERPRINT.match(n)]
+
+
+def mirror_of(written: LedgerRecord) -> dict[str, str]:
+    """The custom metadata mirroring ``written`` (its ``version`` is the data version written)."""
+    mirror = {name: MIRROR_MARK + value for name, value in written.fields().items()}
+    mirror[MIRROR_VERSION] = str(written.version)
+    return mirror
+
+
+def _mirrored(fingerprint: str, metadata: KeyMetadata) -> LedgerRecord | None:
+    """The record as its mirror tells it, if the mirror describes the current, readable version."""
+    current = metadata.current
+    custom = metadata.custom_metadata
+    if current is None or not current.available:
+        return None
+    if custom.get(MIRROR_VERSION) != str(metadata.current_version):
+        return None
+    fields: dict[str, str] = {}
+    for name in FIELDS:
+        value = custom.get(name)
+        if value is None or not value.startswith(MIRROR_MARK):
+            return None
+        fields[name] = value[len(MIRROR_MARK) :]
+    path = fields[FIELD_PATH]
+    if path != canonical_key_path(path) or not _SHOWABLE.match(path):
+        return None
+    return LedgerRecord(
+        fingerprint=fingerprint,
+        path=path,
+        stack=fields[FIELD_STACK],
+        process=fields[FIELD_PROCESS],
+        claimed_at=fields[FIELD_CLAIMED_AT],
+        version=metadata.current_version,
+    )
+
+
+@dataclass(frozen=True)
+class LedgerSnapshot:
+    """The ledger as one listing saw it: trusted mirrors, and which fingerprints have a record.
+
+    ``listed`` is None when the listing was not available: then every record is read from data.
+    """
+
+    ledger: Ledger
+    mirrored: Mapping[str, LedgerRecord]
+    listed: frozenset[str] | None
+
+    def read(self, fingerprint: str) -> LedgerRecord | None:
+        """As :meth:`Ledger.read`, from the mirror when it can be trusted."""
+        self.ledger.path_of(fingerprint)  # the same ValueError for a malformed fingerprint
+        found = self.mirrored.get(fingerprint)
+        if found is not None:
+            return found
+        if self.listed is not None and fingerprint not in self.listed:
+            return None
+        return self.ledger.read(fingerprint)
+
+    def fingerprints(self) -> list[str]:
+        """Every fingerprint with a record: the listing's, else :meth:`Ledger.fingerprints`."""
+        return sorted(self.listed) if self.listed is not None else self.ledger.fingerprints()
+
+    def read_many(self, fingerprints: list[str]) -> list[LedgerRecord | KeyfenceError | None]:
+        """Each record in order; only those the snapshot cannot answer are read, concurrently."""
+        pending = [fp for fp in fingerprints if self._needs_read(fp)]
+        outcomes = dict(zip(pending, self.ledger.client.read_many(self.ledger.read, pending), strict=True))
+        return [outcomes[fp] if fp in outcomes else self.read(fp) for fp in fingerprints]
+
+    def _needs_read(self, fingerprint: str) -> bool:
+        if fingerprint in self.mirrored:
+            return False
+        return self.listed is None or fingerprint in self.listed
 
 
 def describe(record: LedgerRecord | None, mount: str) -> str:

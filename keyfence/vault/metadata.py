@@ -82,6 +82,15 @@ class KeyMetadata:
         return self.versions.get(self.current_version) if self.current_version else None
 
 
+@dataclass(frozen=True)
+class FolderMetadata:
+    """One folder level as a detailed-metadata listing shows it: its keys' metadata by path, and
+    the paths of its sub-folders."""
+
+    keys: Mapping[str, KeyMetadata]
+    folders: tuple[str, ...]
+
+
 def parse_metadata(mount: str, path: str, data: Any) -> KeyMetadata | None:
     if not isinstance(data, dict):
         return None

@@ -48,19 +48,25 @@ def test_policies_grant_exactly_the_documented_capabilities() -> None:
     assert parse_paths(hcl("ci-metadata")) == {
         "secret/metadata/kraken/*": {"read", "list"},
         "secret/data/keyfence/ledger/*": {"read"},
+        "secret/detailed-metadata/kraken/*": {"list"},
+        "secret/detailed-metadata/keyfence/ledger/*": {"list"},
     }
     assert parse_paths(hcl("deploy")) == {
         "secret/data/kraken/*": {"read"},
         "secret/metadata/kraken/*": {"read", "list"},
         "secret/data/keyfence/ledger/*": {"create", "read", "update"},
-        "secret/metadata/keyfence/ledger/*": {"delete"},
+        "secret/metadata/keyfence/ledger/*": {"update", "delete"},
+        "secret/detailed-metadata/kraken/*": {"list"},
+        "secret/detailed-metadata/keyfence/ledger/*": {"list"},
     }
     assert parse_paths(hcl("key-admin")) == {
         "secret/data/kraken/*": {"create", "update"},
         "secret/metadata/kraken/*": {"create", "read", "update", "patch", "delete", "list"},
         "secret/destroy/kraken/*": {"update"},
         "secret/data/keyfence/ledger/*": {"create", "read", "update"},
-        "secret/metadata/keyfence/ledger/*": {"read", "list", "delete"},
+        "secret/metadata/keyfence/ledger/*": {"read", "list", "update", "delete"},
+        "secret/detailed-metadata/kraken/*": {"list"},
+        "secret/detailed-metadata/keyfence/ledger/*": {"list"},
         "secret/metadata/*": {"read", "list"},
     }
 
@@ -259,6 +265,9 @@ CAPABILITY_TABLE = {
         "secret/metadata/other/a": ["deny"],
         "secret/data/keyfence/ledger/ab": ["read"],
         "secret/metadata/keyfence/ledger/ab": ["deny"],
+        "secret/detailed-metadata/kraken/a/": ["list"],
+        "secret/detailed-metadata/keyfence/ledger/": ["list"],
+        "secret/detailed-metadata/other/": ["deny"],
     },
     "deploy": {
         "secret/metadata/kraken/a/b": ["list", "read"],
@@ -268,7 +277,9 @@ CAPABILITY_TABLE = {
         "secret/undelete/kraken/a/b": ["deny"],
         "secret/data/other/a": ["deny"],
         "secret/data/keyfence/ledger/ab": ["create", "read", "update"],
-        "secret/metadata/keyfence/ledger/ab": ["delete"],
+        "secret/metadata/keyfence/ledger/ab": ["delete", "update"],
+        "secret/detailed-metadata/kraken/a/": ["list"],
+        "secret/detailed-metadata/keyfence/ledger/": ["list"],
     },
     "key-admin": {
         "secret/metadata/kraken/a/b": ["create", "delete", "list", "patch", "read", "update"],
@@ -277,7 +288,9 @@ CAPABILITY_TABLE = {
         "secret/delete/kraken/a/b": ["deny"],
         "secret/data/other/a": ["deny"],
         "secret/data/keyfence/ledger/ab": ["create", "read", "update"],
-        "secret/metadata/keyfence/ledger/ab": ["delete", "list", "read"],
+        "secret/metadata/keyfence/ledger/ab": ["delete", "list", "read", "update"],
+        "secret/detailed-metadata/kraken/a/": ["list"],
+        "secret/detailed-metadata/keyfence/ledger/": ["list"],
     },
 }
 
@@ -476,6 +489,9 @@ def test_ledger_roles_register_claim_and_check_with_the_documented_policies(open
     with client("ci-metadata") as ci:
         (seen,) = resolve_keys(spec, ci, "check", "organization/desk/staging")
         assert seen.ledger_conflict is not None and "organization/desk/prod" in seen.ledger_conflict
+        # The deploy token mirrored its claim, and the CI token may list it: no record read needed.
+        mirrored = Ledger(ci, MOUNT).snapshot().mirrored.get(material.fingerprint)
+        assert mirrored is not None and mirrored.stack == "organization/desk/prod"
     with client("deploy") as deploy:
         assert release_claim(
             Ledger(deploy, MOUNT), material.fingerprint, "organization/desk/prod", f"{sub}/executor"

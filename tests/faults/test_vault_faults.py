@@ -45,7 +45,7 @@ from tests.faults.conftest import (
     run_cli,
     write_fleet,
 )
-from tests.faults.proxy import Fault, FaultProxy, matching
+from tests.faults.proxy import Fault, FaultProxy, Rule, matching
 from tests.openbao import OpenBao, free_port
 
 pytestmark = pytest.mark.vault
@@ -87,22 +87,44 @@ def test_server_down_for_register(fleet: Fleet, fault_env: pytest.MonkeyPatch) -
     expect_failure(run, f"cannot reach Vault at {addr}", f"secret/{fleet.prefix}/momentum/new", RUNNING)
 
 
+@pytest.mark.parametrize("metadata", ["listed", "per-key"])
 def test_stopped_mid_run(
-    surface: Surface, fleet: Fleet, openbao: OpenBao, fault_env: pytest.MonkeyPatch
+    surface: Surface, metadata: str, fleet: Fleet, openbao: OpenBao, fault_env: pytest.MonkeyPatch
 ) -> None:
-    """The server dies after the first reads: check mode between two metadata reads, deploy
-    mode between the metadata and the material. One read at a time, so the cut is exact."""
+    """The server dies after the first reads. Check mode: with OpenBao's folder listing, between
+    the listing of the keys' folder and that of the key ledger; without it (a server answering
+    405 there, as HashiCorp Vault does), between two metadata reads. Deploy mode: between the
+    metadata and the material. One read at a time, so the cut is exact."""
     fault_env.setenv("KEYFENCE_VAULT_CONCURRENCY", "1")
-    if surface.mode == "check":
-        rule = matching(f"/v1/secret/metadata/{fleet.path('feed')}", Fault("down"))
-        during = f"read the metadata of {fleet.ref('feed')}"
-    else:
-        rule = matching("/v1/secret/data/", Fault("down"))
+    down: Rule
+    if surface.mode == "deploy":
+        down = matching("/v1/secret/data/", Fault("down"))
         during = f"read version 1 of {fleet.ref('executor')}"
+    elif metadata == "listed":
+        down = matching("/v1/secret/detailed-metadata/keyfence/ledger", Fault("down"))
+        during = "list the keys under secret/keyfence/ledger/"
+    else:
+        down = matching(f"/v1/secret/metadata/{fleet.path('feed')}", Fault("down"))
+        during = f"read the metadata of {fleet.ref('feed')}"
+    rule = down if metadata == "listed" else without_listing(down)
     with FaultProxy(openbao.addr, rule) as proxy:
         fault_env.setenv("VAULT_ADDR", proxy.addr)
         surface.fails(fleet.spec, f"cannot reach Vault at {proxy.addr}", during, "(3 attempts)", RUNNING)
-    assert reads(proxy, "metadata")[0] == "forwarded", "the run had begun before the server went away"
+    metadata_reads = proxy.outcomes("/v1/secret/metadata/" if metadata == "per-key" else "metadata/")
+    assert metadata_reads[0] == "forwarded", "the run had begun before the server went away"
+    listed = "forwarded" in proxy.outcomes("/v1/secret/detailed-metadata/")
+    assert listed is (metadata == "listed"), "the listing was used, or refused, as the case says"
+
+
+def without_listing(rule: Rule) -> Rule:
+    """``rule``, behind a server without OpenBao's detailed-metadata listing (HashiCorp Vault: 405)."""
+
+    def unsupported(method: str, path: str, n: int) -> Fault | None:
+        if "/detailed-metadata/" in path:
+            return Fault("status", 405, body=b'{"errors":["unsupported operation"]}')
+        return rule(method, path, n)
+
+    return unsupported
 
 
 def test_real_server_stopped_mid_run(
@@ -116,12 +138,13 @@ def test_real_server_stopped_mid_run(
     if surface.mode == "check":
         # keyfence check reads Vault from the program's own process, out of reach of a patch
         # here: the server is stopped by the proxy the reads go through, once the first
-        # metadata read has been answered, and the next one finds it gone.
+        # metadata read (OpenBao: the listing of the keys' folder) has been answered, and the
+        # next one (the key ledger's listing) finds it gone.
         metadata_reads = 0
 
         def stop_on_second_read(method: str, path: str, n: int) -> Fault | None:
             nonlocal metadata_reads
-            if "/metadata/" in path:
+            if "metadata/" in path:
                 metadata_reads += 1
                 if metadata_reads == 2:
                     dedicated.stop()
@@ -163,8 +186,11 @@ def test_register_stopped_between_the_key_and_its_metadata(
 ) -> None:
     """The write landed, the metadata did not: the message says so and how to finish; --rotate does."""
 
+    key_metadata = f"/v1/secret/metadata/{fleet.prefix}/"
+
     def rule(method: str, path: str, n: int) -> Fault | None:
-        return Fault("down") if method in ("POST", "PUT") and "/v1/secret/metadata/" in path else None
+        # The key's own metadata: the ledger record's (its mirror) is written before, best effort.
+        return Fault("down") if method in ("POST", "PUT") and path.startswith(key_metadata) else None
 
     with FaultProxy(openbao.addr, rule) as proxy:
         fault_env.setenv("VAULT_ADDR", proxy.addr)
@@ -216,10 +242,11 @@ def test_sealed_for_keys(dedicated: DevVault, tmp_path: Path, fault_env: pytest.
 
 
 def test_slow(surface: Surface, fleet: Fleet, openbao: OpenBao, fault_env: pytest.MonkeyPatch) -> None:
-    """Answers held past KEYFENCE_VAULT_TIMEOUT: the metadata in check mode, the material in deploy mode."""
+    """Answers held past KEYFENCE_VAULT_TIMEOUT: the metadata in check mode (listed or read per
+    key), the material in deploy mode."""
     fault_env.setenv("KEYFENCE_VAULT_TIMEOUT", "0.5")
-    held = "metadata" if surface.mode == "check" else "data"
-    with FaultProxy(openbao.addr, matching(f"/v1/secret/{held}/", Fault("hold", seconds=5))) as proxy:
+    held = "metadata/" if surface.mode == "check" else "/v1/secret/data/"
+    with FaultProxy(openbao.addr, matching(held, Fault("hold", seconds=5))) as proxy:
         fault_env.setenv("VAULT_ADDR", proxy.addr)
         surface.fails(
             fleet.spec,
@@ -460,8 +487,9 @@ def test_something_else_answers(
     the key again', advice that would make someone replace a good key.
     """
     page = Fault("status", 200, body=b"<html>sign in</html>", content_type="text/html; charset=utf-8")
+    # Check mode reads metadata: OpenBao's folder listing, or per key; a page there is no fallback.
     with FaultProxy(
-        openbao.addr, matching(f"/v1/secret/{'metadata' if surface.mode == 'check' else 'data'}/", page)
+        openbao.addr, matching("metadata/" if surface.mode == "check" else "/v1/secret/data/", page)
     ) as proxy:
         fault_env.setenv("VAULT_ADDR", proxy.addr)
         surface.fails(
