@@ -69,6 +69,16 @@ class Fleet:
     processes: tuple[BenchProcess, ...]
     mount: str = MOUNT
 
+    @property
+    def ledger(self) -> str:
+        """The fleet's own key ledger (spec ``vault.ledger``).
+
+        A real ledger holds every stack's keys, and reading it lists all of its records; one
+        ledger per benchmark fleet keeps each size's ledger stages to that size's records,
+        not to every fleet seeded before it in the same Vault.
+        """
+        return f"keyfence/bench-ledgers/{self.prefix}"
+
     def by_subaccount(self) -> dict[str, list[BenchProcess]]:
         """Processes grouped by subaccount, in spec order."""
         out: dict[str, list[BenchProcess]] = {s.name: [] for s in self.subaccounts}
@@ -90,7 +100,7 @@ class Fleet:
             subaccounts.append(entry)
         return {
             "version": 1,
-            "vault": {"mount": self.mount, "prefix": self.prefix},
+            "vault": {"mount": self.mount, "prefix": self.prefix, "ledger": self.ledger},
             "subaccounts": subaccounts,
         }
 

@@ -28,7 +28,7 @@ from keyfence.keys import (
     METADATA_VENUE,
 )
 from keyfence.keystore import METADATA_REGISTERED_AT
-from keyfence.vault import DEFAULT_LEDGER, LedgerRecord
+from keyfence.vault import LedgerRecord
 from keyfence.vault.kv import API_KEY_FIELD, API_SECRET_FIELD
 from keyfence.vault.ledger import mirror_of
 
@@ -91,7 +91,7 @@ def seed_one(vault: hvac.Client, fleet: Fleet, process: BenchProcess) -> None:
     made = None
     with contextlib.suppress(hvac.exceptions.InvalidRequest):
         made = kv.create_or_update_secret(
-            path=f"{DEFAULT_LEDGER}/{fingerprint}", secret=record, cas=0, mount_point=fleet.mount
+            path=f"{fleet.ledger}/{fingerprint}", secret=record, cas=0, mount_point=fleet.mount
         )
     if made is not None:
         # And its mirror in the record's metadata, as the ledger writes it after every record write.
@@ -99,7 +99,7 @@ def seed_one(vault: hvac.Client, fleet: Fleet, process: BenchProcess) -> None:
         holder = (BENCH_STACK, process.ref, REGISTERED_AT)
         written = LedgerRecord(fingerprint, process.key_path, *holder, version)
         kv.update_metadata(
-            path=f"{DEFAULT_LEDGER}/{fingerprint}",
+            path=f"{fleet.ledger}/{fingerprint}",
             custom_metadata=mirror_of(written),
             delete_version_after=None,
             mount_point=fleet.mount,
