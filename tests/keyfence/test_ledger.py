@@ -9,8 +9,6 @@ import secrets
 import subprocess
 import sys
 import threading
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,18 +46,6 @@ def new_material(*, padded: bool = True) -> KeyMaterial:
 def assert_no_material(text: str) -> None:
     for material in ISSUED:
         assert material.api_key not in text and material.api_secret not in text
-
-
-@pytest.fixture
-def mount(openbao: OpenBao) -> str:
-    """A KV v2 mount of the test's own: whole-mount scans see only this test's keys."""
-    return openbao.enable_secrets("kv", f"kv{uuid.uuid4().hex[:10]}", {"version": "2"})
-
-
-@pytest.fixture
-def root(openbao: OpenBao) -> Iterator[KV2Client]:
-    with connect(VaultSettings(addr=openbao.addr, token=openbao.root_token, timeout=10.0)) as client:
-        yield client
 
 
 def spec_for(mount: str, *processes: str, name: str = "fleet.yaml") -> FleetSpec:

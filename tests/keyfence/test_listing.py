@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import secrets
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
@@ -44,17 +43,6 @@ def new_material() -> KeyMaterial:
         api_key=f"LISTKEY{secrets.token_hex(16)}",
         api_secret=base64.b64encode(secrets.token_bytes(47)).decode(),
     )
-
-
-@pytest.fixture
-def mount(openbao: OpenBao) -> str:
-    return openbao.enable_secrets("kv", f"kv{uuid.uuid4().hex[:10]}", {"version": "2"})
-
-
-@pytest.fixture
-def root(openbao: OpenBao) -> Iterator[KV2Client]:
-    with connect(VaultSettings(addr=openbao.addr, token=openbao.root_token, timeout=10.0)) as client:
-        yield client
 
 
 def fallback_token(openbao: OpenBao, mount: str) -> str:
