@@ -45,7 +45,10 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--subaccounts", type=_positive, default=DEFAULT_SUBACCOUNTS, help="default 20")
     p.add_argument(
-        "--repeats", type=_positive, default=DEFAULT_REPEATS, help="runs per figure (median; default 3)"
+        "--repeats",
+        type=_positive,
+        default=DEFAULT_REPEATS,
+        help="rounds over all sizes; a time is the best of its runs (default 3)",
     )
     p.add_argument("--markdown", type=Path, help="also write the tables as markdown to this file")
     return p

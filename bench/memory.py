@@ -44,6 +44,10 @@ class MemoryFigures:
     """``run_check`` alone, imports excluded: comparable with the in-process figure."""
     gc_s: float
     """Seconds the cyclic garbage collector ran in the check process during ``run_check``."""
+    findings: int
+    """Findings of any level the check reported: the benchmark times a clean check only."""
+    resources: int
+    """Resources the check analysed, the engine's own included."""
 
 
 def _mb(maxrss: int) -> float:
@@ -97,6 +101,8 @@ def measure(spec_path: Path, settings: VaultSettings) -> MemoryFigures:
         float(program) if program is not None else None,
         float(data["seconds"]),
         float(data["gc_s"]),
+        int(data["findings"]),
+        int(data["resources"]),
     )
 
 
@@ -156,6 +162,8 @@ def main(argv: list[str]) -> int:
         "program_mb": max((mb for pid, mb in reaped.by_pid.items() if pid not in pack_pids), default=None),
         "seconds": seconds,
         "gc_s": clock.total,
+        "findings": len(result.findings),
+        "resources": result.resource_count,
     }
     print(json.dumps(figures))
     return 0

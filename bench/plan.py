@@ -9,6 +9,7 @@ them and marked, so the floor registers them as secrets of the same shape.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -72,3 +73,21 @@ def write_plan(spec_path: Path, settings: VaultSettings, out: Path) -> int:
     )
     out.write_text(json.dumps(plan_of(collected)), encoding="utf-8")
     return len(collected.resources)
+
+
+def main(argv: list[str]) -> int:
+    """``python -m bench.plan SPEC OUT``: write the plan in a fresh interpreter; prints its size as JSON.
+
+    The benchmark's parent never runs the program itself, so its heap stays small while it
+    drives the measurements.
+    """
+    if len(argv) != 2:
+        print("usage: python -m bench.plan SPEC OUT", file=sys.stderr)
+        return 2
+    count = write_plan(Path(argv[0]), VaultSettings.from_env(), Path(argv[1]))
+    print(json.dumps({"resources": count}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,21 +1,19 @@
 """Each stage of keyfence, timed on its own, and ``keyfence check`` end to end.
 
 Every stage runs from a cold start of what it measures (a new Vault session, a new pack
-process, a fresh SDK runtime), ``repeats`` times, and reports the median of
-``time.perf_counter`` wall-clock seconds: the median shrugs off one slow run on a shared
-machine, where a mean would not. The floor and the check are whole processes, start-up
-included (``python -m bench.bare`` and the ``keyfence check`` command), so their ratio is the
-one a user sees; the stages in between run in process, to show where the time goes.
+process, a fresh SDK runtime) and is timed in ``time.perf_counter`` wall-clock seconds. The
+floor and the check are whole processes, start-up included (``python -m bench.bare`` and the
+``keyfence check`` command), so their ratio is the one a user sees; the stages in between run
+in process, to show where the time goes. Which figure stands for a stage (the best of its
+runs) and how the runs are spread over time is :mod:`bench.run`'s business.
 """
 
 from __future__ import annotations
 
 import gc
 import json
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -27,8 +25,7 @@ from typing import Final, TypeVar
 from keyfence.check.analyzer import PolicyPackSession
 from keyfence.check.harness import Collected, RegisteredResource, collect
 from keyfence.check.packconfig import reconcile_config
-from keyfence.check.results import CheckResult
-from keyfence.check.runner import default_policy_pack, run_check
+from keyfence.check.runner import default_policy_pack
 from keyfence.check.target import DEFAULT_PROJECT, DEFAULT_STACK
 from keyfence.fleet import declare
 from keyfence.keys import Mode, ResolvedKey, resolve_keys
@@ -38,7 +35,6 @@ from keyfence.vault import VaultSettings, connect
 from . import bare
 from .child import ROOT, TIMEOUT, child_env
 from .fleet import Fleet
-from .plan import write_plan
 from .seed import BENCH_STACK
 
 T = TypeVar("T")
@@ -80,10 +76,6 @@ class Timing:
     """One stage's runs, in seconds."""
 
     runs: tuple[float, ...]
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.runs)
 
 
 @contextmanager
@@ -244,11 +236,6 @@ def analyse(
     )
 
 
-def check(spec_path: Path, settings: VaultSettings) -> CheckResult:
-    """``keyfence check`` end to end, in process: spec, Vault metadata, program, pack, report data."""
-    return run_check(spec_path, offline=False, vault_settings=settings)
-
-
 # --------------------------------------------------------------------------- one size
 
 
@@ -266,49 +253,47 @@ class SizeFigures:
 
 def _program_stages(
     spec: FleetSpec, settings: VaultSettings, repeats: int, timings: dict[str, Timing]
-) -> tuple[list[ResolvedKey], dict[str, int]]:
-    """Vault (both modes) and registration; returns the check-mode keys and the program's types."""
+) -> Collected:
+    """Vault (both modes), the ledger and registration; returns what the program declared.
+
+    The registration is the check's: the program with check-mode keys (Vault metadata, no
+    key material), which is what the pack then analyses.
+    """
     timings[VAULT_METADATA], check_keys = timed(lambda: resolve(spec, settings, "check"), repeats)
-    timings[VAULT_DATA], deploy_keys = timed(lambda: resolve(spec, settings, "deploy"), repeats)
+    timings[VAULT_DATA], _ = timed(lambda: resolve(spec, settings, "deploy"), repeats)
     timings[LEDGER], unclaimed = timed(lambda: claims(spec, settings, check_keys), repeats)
     if unclaimed:
         raise BenchError(f"{len(unclaimed)} key(s) not claimed by the benchmark's stack: {unclaimed[0]}")
-    timings[REGISTRATION], deployed = timed(lambda: register(spec, deploy_keys), repeats)
-    return check_keys, resource_types(deployed.resources)
+    timings[REGISTRATION], declared = timed(lambda: register(spec, check_keys), repeats)
+    return declared
 
 
-def measure(fleet: Fleet, spec_path: Path, settings: VaultSettings, repeats: int) -> SizeFigures:
-    """Time every stage on one seeded fleet; raises BenchError if the run is not a clean check."""
+def measure(fleet: Fleet, spec_path: Path, plan: Path, settings: VaultSettings, repeats: int) -> SizeFigures:
+    """Time every stage on one seeded fleet whose plan is written (:mod:`bench.plan`).
+
+    Raises BenchError if the pack finds a violation or the check command fails: the benchmark
+    must time a passing check. That the check finds nothing at all, and analyses exactly what
+    the program declared, is asserted from its in-process run (:mod:`bench.memory`).
+    """
     timings: dict[str, Timing] = {}
-    with tempfile.TemporaryDirectory(prefix="keyfence-plan-") as tmp:
-        plan = Path(tmp) / "plan.json"
-        write_plan(spec_path, settings, plan)
-        floor_types = plan_types(plan)
-        timings[FLOOR], _ = timed(lambda: floor(plan, settings), repeats)
+    floor_types = plan_types(plan)
+    timings[FLOOR], _ = timed(lambda: floor(plan, settings), repeats)
 
     timings[SPEC], spec = timed(lambda: load_spec(spec_path), repeats)
-    check_keys, program_types = _program_stages(spec, settings, repeats, timings)
-
-    # The pack analyses what the check declares: the program with check-mode keys (metadata only).
-    checked = register(spec, check_keys).resources
+    checked = _program_stages(spec, settings, repeats, timings).resources
+    program_types = resource_types(checked)
     pack = analyse(checked, repeats)
     timings[PACK_START], timings[ANALYZE] = pack.start, pack.analyze
     timings[ANALYZE_STACK] = pack.analyze_stack
     resources = len(checked)
     del checked
+    if pack.violations:
+        raise BenchError(
+            f"the {len(fleet.processes)}-process fleet is not clean: the pack found {pack.violations} "
+            "violation(s); the benchmark must time a passing check"
+        )
 
-    result = check(spec_path, settings)
     timings[CHECK], _ = timed(lambda: check_command(spec_path, settings), repeats)
-    if not result.ok or result.findings or pack.violations:
-        raise BenchError(
-            f"the {len(fleet.processes)}-process fleet is not clean: {len(result.findings)} finding(s) in "
-            f"the check, {pack.violations} in the analysis stage; the benchmark must time a passing check"
-        )
-    if result.resource_count != resources + ENGINE_ADDED:
-        raise BenchError(
-            f"the check analysed {result.resource_count} resources, the program declared {resources} "
-            f"(plus {ENGINE_ADDED} the engine adds)"
-        )
     return SizeFigures(
         processes=len(fleet.processes),
         subaccounts=len(fleet.subaccounts),

@@ -22,10 +22,11 @@ from rich.console import Console
 
 from bench import bare, report
 from bench.fleet import Fleet, generate
+from bench.memory import MemoryFigures
 from bench.plan import plan_of
-from bench.run import BenchConfig, finish
+from bench.run import BenchConfig, combine, finish, schedule, stage_figure
 from bench.seed import seed
-from bench.stages import STAGES
+from bench.stages import STAGES, BenchError
 from keyfence.check.harness import Collected, collect
 from keyfence.check.runner import collect_program
 from keyfence.spec import load_spec
@@ -119,10 +120,10 @@ def test_the_bare_floor_registers_exactly_what_the_check_declares(
 
 
 def _figures(floor: float, check: float, processes: int) -> dict[str, Any]:
-    stages = {name: {"median_s": 1.0, "runs_s": [1.0]} for name in STAGES}
-    stages["floor"] = {"median_s": floor, "runs_s": [floor]}
-    stages["check"] = {"median_s": check, "runs_s": [check]}
-    stages["analyze_stack"] = {"median_s": 4.0, "runs_s": [4.0]}
+    stages = {name: stage_figure([1.0]) for name in STAGES}
+    stages["floor"] = stage_figure([floor, floor * 1.5])
+    stages["check"] = stage_figure([check * 3, check])
+    stages["analyze_stack"] = stage_figure([4.0])
     return {
         "processes": processes,
         "stages": stages,
@@ -161,6 +162,59 @@ def test_one_size_prints_no_empty_growth_table() -> None:
 
 def test_a_zero_floor_gives_no_ratio_rather_than_a_crash() -> None:
     assert report.size_ratios(_figures(0.0, 1.0, 5)["stages"])["check_over_floor"] is None
+
+
+# --------------------------------------------------------------------------- rounds
+
+
+def test_rounds_alternate_the_order_of_sizes() -> None:
+    assert schedule((4000, 1000, 2000), 3) == [
+        (0, 1000), (0, 2000), (0, 4000),
+        (1, 4000), (1, 2000), (1, 1000),
+        (2, 1000), (2, 2000), (2, 4000),
+    ]  # fmt: skip
+    assert schedule((10,), 2) == [(0, 10), (1, 10)]
+
+
+def _worker(runs: dict[str, float], resources: int = 60) -> dict[str, Any]:
+    types = {"program": {"kubernetes:apps/v1:Deployment": resources}, "floor": {"x": resources}}
+    return {
+        "processes": 10,
+        "subaccounts": 2,
+        "resources": resources,
+        "resource_types": types,
+        "stages": {name: {"runs_s": [runs.get(name, 1.0)]} for name in STAGES},
+    }
+
+
+def _memory(check_mb: float, gc_s: float, *, findings: int = 0, resources: int = 63) -> MemoryFigures:
+    return MemoryFigures(check_mb, check_mb / 2, None, gc_s * 10, gc_s, findings, resources)
+
+
+def test_a_sizes_figures_are_its_best_times_and_its_worst_peak_memory() -> None:
+    rounds = [_worker({"floor": 9.0, "check": 2.0}), _worker({"floor": 3.0, "check": 5.0}), _worker({})]
+    figures = combine(rounds, [_memory(300, 0.4), _memory(350, 0.2), _memory(320, 0.3)], seed_s=1.5)
+    assert figures["stages"]["floor"] == {"best_s": 1.0, "median_s": 3.0, "runs_s": [9.0, 3.0, 1.0]}
+    assert figures["stages"]["check"]["best_s"] == 1.0 and figures["stages"]["check"]["runs_s"] == [
+        2.0,
+        5.0,
+        1.0,
+    ]
+    memory = figures["memory"]
+    assert (memory["check_mb"], memory["pack_mb"], memory["program_mb"]) == (350, 175, None)
+    assert (memory["gc_s"], memory["seconds"]) == (0.2, 2.0)
+    assert [m["check_mb"] for m in memory["runs"]] == [300, 350, 320]
+    assert figures["seed_s"] == 1.5 and figures["resources"] == 60
+    assert figures["ratios"]["check_over_floor"] == pytest.approx(1.0)
+
+
+def test_a_size_whose_rounds_or_check_disagree_is_refused() -> None:
+    with pytest.raises(BenchError, match="different resources across rounds"):
+        combine([_worker({}), _worker({}, resources=61)], [_memory(1, 1)] * 2, seed_s=0)
+    with pytest.raises(BenchError, match="the check reported 2 finding"):
+        combine([_worker({})], [_memory(1, 1, findings=2)], seed_s=0)
+    with pytest.raises(BenchError, match="analysed 64 resources, the program declared 60"):
+        combine([_worker({})], [_memory(1, 1, resources=64)], seed_s=0)
 
 
 # --------------------------------------------------------------------------- end to end
@@ -204,8 +258,10 @@ def test_python_m_bench_runs_end_to_end_on_a_real_openbao(tmp_path: Path) -> Non
         assert list(size["stages"]) == list(STAGES)
         for name in STAGES:
             figure = size["stages"][name]
-            assert len(figure["runs_s"]) == 1 and figure["median_s"] == figure["runs_s"][0] > 0
+            assert len(figure["runs_s"]) == 1
+            assert figure["best_s"] == figure["median_s"] == figure["runs_s"][0] > 0
         memory = size["memory"]
+        assert len(memory["runs"]) == 1 and memory["runs"][0]["findings"] == 0
         assert memory["check_mb"] > 0 and memory["seconds"] > 0 and memory["gc_s"] >= 0
         # The pack's own peak, read from /proc: far below the check's, never inherited from it.
         assert 0 < memory["pack_mb"] < memory["check_mb"]
@@ -217,13 +273,13 @@ def test_python_m_bench_runs_end_to_end_on_a_real_openbao(tmp_path: Path) -> Non
         assert types["program"]["kubernetes:apps/v1:Deployment"] == size["processes"]
         stages = size["stages"]
         assert size["ratios"]["check_over_floor"] == pytest.approx(
-            stages["check"]["median_s"] / stages["floor"]["median_s"]
+            stages["check"]["best_s"] / stages["floor"]["best_s"]
         )
     [step] = results["growth"]
     assert (step["from"], step["to"], step["size_ratio"]) == (10, 20, 2.0)
     for name in STAGES:
         assert step["stages"][name] == pytest.approx(
-            sizes[1]["stages"][name]["median_s"] / sizes[0]["stages"][name]["median_s"]
+            sizes[1]["stages"][name]["best_s"] / sizes[0]["stages"][name]["best_s"]
         )
     assert step["stages"]["gc"] == pytest.approx(sizes[1]["memory"]["gc_s"] / sizes[0]["memory"]["gc_s"])
     assert {t["status"] for t in results["targets"]} == {"n/a"}, "targets are stated for 1000-4000 processes"
