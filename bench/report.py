@@ -42,7 +42,7 @@ STAGE_LABELS: Final[dict[str, str]] = {
     "vault_metadata": "Vault resolution, metadata only (check)",
     "vault_data": "Vault resolution, metadata + data (deploy)",
     "ledger": "key ledger: resolve and check every claim",
-    "registration": "program registration, keys resolved",
+    "registration": "program registration, check-mode keys resolved",
     "pack_start": "policy pack start + configure",
     "analyze": "policy analysis: Analyze, one call per resource",
     "analyze_stack": "policy analysis: AnalyzeStack",
