@@ -100,7 +100,7 @@ def seed_one(vault: hvac.Client, fleet: Fleet, process: BenchProcess) -> None:
         written = LedgerRecord(fingerprint, process.key_path, *holder, version)
         kv.update_metadata(
             path=f"{fleet.ledger}/{fingerprint}",
-            custom_metadata=mirror_of(written),
+            custom_metadata=mirror_of(written, str(made["data"]["created_time"])),
             delete_version_after=None,
             mount_point=fleet.mount,
         )

@@ -111,23 +111,23 @@ def vault_facts(
     mount, prefix = spec.vault.mount, spec.vault.prefix
     facts = KeyFacts([_entry(k) for k in keys], True, [f"{mount}/{prefix}"])
     fleet = {(k.mount, k.path) for k in keys}
-    # One detailed-metadata listing per folder (OpenBao) answers every key's metadata at once;
-    # without it, list the paths and read each key's metadata.
+    # One detailed-metadata listing per folder (OpenBao) answers the keys' metadata at once; which keys
+    # there are is the plain listing's word: a policy's list filter drops keys from a detailed page
+    # after it is cut, so a short page may not be the last. Keys it does not show are read.
     known: dict[str, KeyMetadata] = {}
     try:
         known = tree_metadata(listings or FolderListings(client, mount), prefix) or {}
-        listed = sorted(known) if known else client.list_keys(mount, prefix)
+        listed = client.list_keys(mount, prefix)
     except KeyfenceError as exc:
         listed = []
         facts.notes.append(
             f"keys under {mount}/{prefix} not listed ({exc.headline}); only the fleet's are known"
         )
     others = [path for path in listed if (mount, path) not in fleet]
-    outcomes: list[object] = (
-        [_other_key(client, mount, path, known) for path in others]
-        if known
-        else list(client.read_many(lambda path: _other_key(client, mount, path, known), others))
-    )
+    unlisted = [path for path in others if path not in known]
+    outcome_of = client.read_many(lambda path: _other_key(client, mount, path, known), unlisted)
+    read = dict(zip(unlisted, outcome_of, strict=True))
+    outcomes = [read[path] if path in read else _other_key(client, mount, path, known) for path in others]
     for outcome in outcomes:
         if isinstance(outcome, dict):
             facts.entries.append(outcome)

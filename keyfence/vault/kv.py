@@ -16,11 +16,11 @@ from requests.adapters import HTTPAdapter
 
 from ..errors import KeyfenceError, RefusedError
 from ..material import KeyMaterial
-from .errors import KeyAccessDeniedError, MalformedKeyError, VaultRequestError
+from .errors import KeyAccessDeniedError, KeyVersionGoneError, MalformedKeyError, VaultRequestError
 from .metadata import FolderMetadata, KeyMetadata, parse_metadata
 from .pooled import PooledAdapter, VaultSession
 from .settings import VaultSettings
-from .transport import NO_ROUTE, Operation, Transport, data_of, errors_text
+from .transport import NO_ROUTE, Operation, Transport, data_of, errors_text, gone_state
 
 log = logging.getLogger("keyfence.vault")
 retry_log = logging.getLogger("keyfence.vault.retry")
@@ -176,7 +176,8 @@ class KV2Client(Transport):
     def read_record(self, mount: str, path: str) -> tuple[dict[str, str], int] | None:
         """A non-secret record (string fields) and its version; ``None`` when nothing is there.
 
-        For keyfence's own bookkeeping (the key ledger), never for key material.
+        For keyfence's own bookkeeping (the key ledger), never for key material. A record whose
+        current version was deleted or destroyed is not "nothing": KeyVersionGoneError says so.
         """
         mount, path = _checked(mount, path)
         op = Operation("read", mount, f"{mount}/{path}", "read", f"{mount}/data/{path}")
@@ -191,6 +192,11 @@ class KV2Client(Transport):
         except hvac.exceptions.InvalidPath as exc:
             if NO_ROUTE.search(errors_text(exc)) or self._mount_finding(mount):
                 raise self._missing(op, exc) from None
+            gone = gone_state(exc)
+            if gone is not None:
+                state, version = gone
+                which = f"its current version {version}" if version else "its current version"
+                raise KeyVersionGoneError(self.addr, op.ref, f"{which} is {state}") from None
             return None
         body = data_of(self._vault_json(op, response))
         data = body.get("data") if isinstance(body, dict) else None
@@ -200,8 +206,10 @@ class KV2Client(Transport):
             raise VaultRequestError(self.addr, op.ref, "Vault answered with a record keyfence cannot parse")
         return {str(k): str(v) for k, v in data.items() if v is not None}, version
 
-    def write_record(self, mount: str, path: str, record: Mapping[str, str], cas: int) -> int:
-        """Write a non-secret record with check-and-set (``cas=0``: create only); the new version.
+    def write_record(self, mount: str, path: str, record: Mapping[str, str], cas: int) -> tuple[int, str]:
+        """Write a non-secret record with check-and-set (``cas=0``: create only); the new version
+        and its ``created_time`` as Vault wrote it (which names that version for good: a record
+        deleted and created again restarts at version 1, never at the same time).
 
         A lost race is a RefusedError. Not retried on a check-and-set mismatch: the caller
         reads again and decides, because someone else's write may be the reason.
@@ -222,9 +230,10 @@ class KV2Client(Transport):
         )
         body = data_of(response)
         version = body.get("version") if isinstance(body, dict) else None
+        created = body.get("created_time") if isinstance(body, dict) else None
         if not isinstance(version, int):
             raise VaultRequestError(self.addr, op.ref, "Vault accepted the write but did not say its version")
-        return version
+        return version, created if isinstance(created, str) else ""
 
     def capabilities(self, api_paths: Sequence[str]) -> dict[str, frozenset[str]] | None:
         """The token's capabilities on each ACL path (``sys/capabilities-self``).
@@ -312,6 +321,9 @@ class KV2Client(Transport):
         token rejected, not Vault's JSON) raises the VaultUnavailableError the per-key read
         would: with ``for_key`` (the first key the listing stands in for) its message and retry
         notices read exactly as that key's metadata read's, else as listing the folder's keys.
+
+        The keys returned may be a subset of the folder's: a page that a policy's list filter
+        shortened reads as the last one. Never take a key's absence here as its absence.
         """
         mount, folder = canonical_key_path(mount), canonical_key_path(folder)
         if not mount:

@@ -9,18 +9,25 @@ writes records; what a claim means is decided in :mod:`keyfence.keystore.claims`
 
 **The mirror.** The record's data is the authority. After each successful write of data
 version V, the writer also copies the fields into the record's ``custom_metadata`` with
-``version: V`` (best effort: a failed copy is logged and the claim stands). A reader that
-needs many records lists the ledger folder's detailed metadata once (OpenBao; see
-:mod:`keyfence.vault.listing`) and takes a record from its mirror only if the mirror names
-exactly the record's ``current_version``, that version is neither deleted nor destroyed, and
-every field is present and well formed; otherwise it reads the data, as without a mirror.
-That is safe because check-and-set lets exactly one writer make data version V, and only that
-writer writes a mirror naming V. Whatever else changes the data -- ``bao kv rollback``, a
-hand-written ``bao kv put``, a soft delete or destroy of the current version -- makes a new
-current version or changes its state, so an older mirror stops matching and is not used. A
-mirror that names an older version (stale, or forged) is not used either. Records written
-before the mirror existed have no mirror and are read from data. Custom metadata refuses
+``version: V`` and V's ``created_time`` from the write's answer (best effort: a failed copy is
+logged and the claim stands). A reader that needs many records lists the ledger folder's
+detailed metadata once (OpenBao; see :mod:`keyfence.vault.listing`) and takes a record from its
+mirror only if the mirror names exactly the record's ``current_version`` and that version's
+``created_time``, the version is not destroyed and has no deletion time (not even a future one:
+whether it has passed is the server's clock's call), and every field is present and well formed;
+otherwise it reads the data, as without a mirror. That is safe because check-and-set lets exactly
+one writer make data version V, and only that writer writes a mirror naming V at its creation
+time. Whatever else changes the data -- ``bao kv rollback``, a hand-written ``bao kv put``, a soft
+delete or destroy of the current version -- makes a new current version or changes its state, so
+an older mirror stops matching and is not used. A record removed and created again restarts at
+version 1, but not at the same time, so a mirror write held up in flight across that does not
+match either. A mirror that names an older version (stale, or forged) is not used. Records
+written before the mirror existed have no mirror and are read from data. Custom metadata refuses
 empty values, so each field is stored as ``=`` followed by its value.
+
+A listing proves only what it shows: a fingerprint it lacks is read too (OpenBao leaves out of
+a listing what a policy's list filter hides). A record whose current version is deleted or
+destroyed is an error, never "no record": the claim it held can no longer be told.
 """
 
 from __future__ import annotations
@@ -34,9 +41,9 @@ from typing import Final
 from keyfence_policies.labels import canonical_key_path
 
 from ..errors import KeyfenceError, RefusedError
-from .errors import KeyAccessDeniedError, VaultRequestError, VaultUnavailableError
+from .errors import KeyAccessDeniedError, KeyVersionGoneError, VaultRequestError, VaultUnavailableError
 from .kv import KV2Client
-from .metadata import FolderMetadata, KeyMetadata
+from .metadata import FolderMetadata, KeyMetadata, parse_time
 
 log = logging.getLogger("keyfence.vault")
 
@@ -48,6 +55,9 @@ FIELD_CLAIMED_AT: Final = "claimed_at"
 FIELDS: Final = (FIELD_PATH, FIELD_STACK, FIELD_PROCESS, FIELD_CLAIMED_AT)
 MIRROR_VERSION: Final = "version"
 """The custom metadata key naming the data version the mirror copies."""
+MIRROR_CREATED: Final = "created_time"
+"""The custom metadata key holding that version's ``created_time``: the version number is reused
+when a record is removed and created again, the time is not."""
 MIRROR_MARK: Final = "="
 _FINGERPRINT = re.compile(r"^[0-9a-f]{64}\Z")
 _SHOWABLE = re.compile(r"^[A-Za-z0-9._/:-]{1,200}\Z")
@@ -141,6 +151,18 @@ class Ledger:
             found = self.client.read_record(self.mount, self.path_of(fingerprint))
         except KeyAccessDeniedError as exc:
             raise self._denied(exc, "read", '"read"', "docs/vault-policies/ci-metadata.hcl") from None
+        except KeyVersionGoneError as exc:
+            # Not "no record": whoever it named may still hold the key, and nobody can tell.
+            ref = self.ref(fingerprint)
+            raise VaultRequestError(
+                self.client.addr,
+                ref,
+                f"the ledger record exists but {exc.reason}, so whether another stack holds this key cannot "
+                f"be told; undelete it ('bao kv undelete -mount={self.mount} -versions=N "
+                f"{self.path_of(fingerprint)}', N from 'bao kv metadata get'), or, once you know no stack "
+                f"runs this key, remove it ('bao kv metadata delete -mount={self.mount} "
+                f"{self.path_of(fingerprint)}')",
+            ) from None
         if found is None:
             return None
         data, version = found
@@ -173,7 +195,7 @@ class Ledger:
 
     def _write(self, record: LedgerRecord, cas: int) -> LedgerRecord:
         try:
-            version = self.client.write_record(
+            version, created = self.client.write_record(
                 self.mount, self.path_of(record.fingerprint), record.fields(), cas
             )
         except KeyAccessDeniedError as exc:
@@ -183,9 +205,9 @@ class Ledger:
         except RefusedError:
             # A retried write whose first attempt landed also ends here: if the record now is
             # exactly what we wrote, the write is ours.
+            # Not mirrored: the version's created_time is not at hand, and readers read its data.
             now = self.read(record.fingerprint)
             if now is not None and now.same_fields(record) and now.version == cas + 1:
-                self._mirror(now)
                 return now
             raise LedgerRaceLostError(
                 f"{self.ref(record.fingerprint)}: the ledger record changed concurrently (check-and-set "
@@ -193,14 +215,14 @@ class Ledger:
                 f"{describe(now, self.mount)}; nothing was written"
             ) from None
         written = replace(record, version=version)
-        self._mirror(written)
+        self._mirror(written, created)
         return written
 
-    def _mirror(self, written: LedgerRecord) -> None:
+    def _mirror(self, written: LedgerRecord, created: str) -> None:
         """Copy the record just written into its custom metadata, naming its version (best effort)."""
         try:
             self.client.update_custom_metadata(
-                self.mount, self.path_of(written.fingerprint), mirror_of(written)
+                self.mount, self.path_of(written.fingerprint), mirror_of(written, created)
             )
         except KeyfenceError as exc:
             log.warning(
@@ -216,7 +238,10 @@ class Ledger:
 
         Records whose mirror cannot be trusted are read from data when asked for; without the
         listing (HashiCorp Vault, a token that may not list it, or ``listing=False`` when too few
-        records are wanted for it to pay) every record is.
+        records are wanted for it to pay) every record is. A listing proves what it shows, never
+        what it leaves out: OpenBao drops from a listing the keys a policy's
+        ``list_scan_response_keys_filter_path`` hides, and a page it shortens that way cannot be
+        told from the last one. So a fingerprint the listing lacks is read, never taken as "no record".
         """
         if not listing:
             return LedgerSnapshot(self, {}, None)
@@ -258,10 +283,12 @@ class Ledger:
         return [n for n in names if _FINGERPRINT.match(n)]
 
 
-def mirror_of(written: LedgerRecord) -> dict[str, str]:
-    """The custom metadata mirroring ``written`` (its ``version`` is the data version written)."""
+def mirror_of(written: LedgerRecord, created: str) -> dict[str, str]:
+    """The custom metadata mirroring ``written``: its ``version`` is the data version written,
+    ``created`` that version's ``created_time`` as the write's answer gave it."""
     mirror = {name: MIRROR_MARK + value for name, value in written.fields().items()}
     mirror[MIRROR_VERSION] = str(written.version)
+    mirror[MIRROR_CREATED] = created
     return mirror
 
 
@@ -269,9 +296,16 @@ def _mirrored(fingerprint: str, metadata: KeyMetadata) -> LedgerRecord | None:
     """The record as its mirror tells it, if the mirror describes the current, readable version."""
     current = metadata.current
     custom = metadata.custom_metadata
-    if current is None or not current.available:
+    # A version with any deletion time (even one still to come, from delete_version_after) is read
+    # from data: whether it is gone yet is the server's clock's call, not this machine's.
+    if current is None or current.destroyed or current.deletion_time is not None:
         return None
     if custom.get(MIRROR_VERSION) != str(metadata.current_version):
+        return None
+    # The version number alone does not name a version for good: a record removed and created
+    # again starts over at 1, and a mirror write held up in flight may land on the new one.
+    created = parse_time(custom.get(MIRROR_CREATED))
+    if created is None or created != current.created_time:
         return None
     fields: dict[str, str] = {}
     for name in FIELDS:
@@ -294,9 +328,10 @@ def _mirrored(fingerprint: str, metadata: KeyMetadata) -> LedgerRecord | None:
 
 @dataclass(frozen=True)
 class LedgerSnapshot:
-    """The ledger as one listing saw it: trusted mirrors, and which fingerprints have a record.
+    """The ledger as one listing saw it: trusted mirrors, and the fingerprints it showed.
 
-    ``listed`` is None when the listing was not available: then every record is read from data.
+    ``listed`` is None when the listing was not available. Either way a record without a
+    trusted mirror is read from data, and ``listed`` only adds to what a plain LIST finds.
     """
 
     ledger: Ledger
@@ -307,26 +342,17 @@ class LedgerSnapshot:
         """As :meth:`Ledger.read`, from the mirror when it can be trusted."""
         self.ledger.path_of(fingerprint)  # the same ValueError for a malformed fingerprint
         found = self.mirrored.get(fingerprint)
-        if found is not None:
-            return found
-        if self.listed is not None and fingerprint not in self.listed:
-            return None
-        return self.ledger.read(fingerprint)
+        return found if found is not None else self.ledger.read(fingerprint)
 
     def fingerprints(self) -> list[str]:
-        """Every fingerprint with a record: the listing's, else :meth:`Ledger.fingerprints`."""
-        return sorted(self.listed) if self.listed is not None else self.ledger.fingerprints()
+        """Every fingerprint with a record: a plain (unpaginated) LIST's, and the listing's."""
+        return sorted(set(self.ledger.fingerprints()) | (self.listed or frozenset()))
 
     def read_many(self, fingerprints: list[str]) -> list[LedgerRecord | KeyfenceError | None]:
         """Each record in order; only those the snapshot cannot answer are read, concurrently."""
-        pending = [fp for fp in fingerprints if self._needs_read(fp)]
+        pending = [fp for fp in fingerprints if fp not in self.mirrored]
         outcomes = dict(zip(pending, self.ledger.client.read_many(self.ledger.read, pending), strict=True))
         return [outcomes[fp] if fp in outcomes else self.read(fp) for fp in fingerprints]
-
-    def _needs_read(self, fingerprint: str) -> bool:
-        if fingerprint in self.mirrored:
-            return False
-        return self.listed is None or fingerprint in self.listed
 
 
 def describe(record: LedgerRecord | None, mount: str) -> str:

@@ -5,6 +5,9 @@ in the folder, the same object a per-key metadata read returns: 1000 keys in one
 instead of 1000. HashiCorp Vault has no such endpoint, and a token may lack 'list' on it, so
 everything here is an optimisation with a per-key fallback: a key these functions do not
 return is read on its own by the caller, which then gives exactly today's result and message.
+A listing proves what it shows, never what it leaves out: OpenBao drops the keys a policy's
+``list_scan_response_keys_filter_path`` hides from each page after the page is cut, so a short
+page need not be the last. Which keys exist is a plain LIST's word (:meth:`KV2Client.list_keys`).
 A Vault that cannot serve at all is not a reason to fall back: that error is raised (see
 :meth:`KV2Client.list_detailed_metadata`).
 
@@ -79,8 +82,9 @@ def folder_metadata(listings: FolderListings, paths: Iterable[str]) -> dict[str,
 
 
 def tree_metadata(listings: FolderListings, prefix: str) -> dict[str, KeyMetadata] | None:
-    """Every key under ``prefix`` (recursively) with its metadata; ``None`` if any folder could
-    not be listed this way, so that the caller lists and reads as before.
+    """Keys under ``prefix`` (recursively) with their metadata; ``None`` if any folder could not
+    be listed this way, so that the caller reads each key as before. Not every key: a filtered
+    page may end a folder's listing early (see above), so the caller lists the keys itself.
 
     Each level's folders are listed concurrently. An empty or missing prefix is ``None`` too:
     the endpoint answers it with a 404, which cannot be told from a server without the endpoint.

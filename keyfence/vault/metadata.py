@@ -17,7 +17,7 @@ retry_log = logging.getLogger("keyfence.vault.retry")
 # --------------------------------------------------------------------------- metadata
 
 
-def _parse_time(value: Any) -> datetime | None:
+def parse_time(value: Any) -> datetime | None:
     """Vault's RFC 3339 times (nanoseconds, 'Z'); Python 3.10 parses neither natively."""
     if not isinstance(value, str) or not value:
         return None
@@ -98,8 +98,8 @@ def parse_metadata(mount: str, path: str, data: Any) -> KeyMetadata | None:
         versions = {
             int(number): KeyVersion(
                 version=int(number),
-                created_time=_parse_time(info.get("created_time")),
-                deletion_time=_parse_time(info.get("deletion_time")),
+                created_time=parse_time(info.get("created_time")),
+                deletion_time=parse_time(info.get("deletion_time")),
                 destroyed=info.get("destroyed") is True,
             )
             for number, info in (data.get("versions") or {}).items()
@@ -114,8 +114,8 @@ def parse_metadata(mount: str, path: str, data: Any) -> KeyMetadata | None:
             oldest_version=int(data.get("oldest_version") or 0),
             versions=MappingProxyType(versions),
             custom_metadata=MappingProxyType({str(k): str(v) for k, v in custom.items()}),
-            created_time=_parse_time(data.get("created_time")),
-            updated_time=_parse_time(data.get("updated_time")),
+            created_time=parse_time(data.get("created_time")),
+            updated_time=parse_time(data.get("updated_time")),
             cas_required=data.get("cas_required") is True,
             max_versions=int(data.get("max_versions") or 0),
             delete_version_after=str(data.get("delete_version_after") or "0s"),

@@ -536,18 +536,15 @@ class Transport:
     def _version_missing(
         self, op: Operation, path: str, version: int, exc: hvac.exceptions.InvalidPath
     ) -> KeyNotFoundError:
-        body = exc.json if isinstance(exc.json, dict) else {}
-        data = body.get("data")
-        meta = data.get("metadata") if isinstance(data, dict) else None
-        meta = meta if isinstance(meta, dict) else {}
-        if meta.get("destroyed") is True:
+        state = gone_state(exc)
+        if state is not None and state[0] == "destroyed":
             return KeyVersionGoneError(
                 self.addr,
                 op.ref,
                 f"version {version} is destroyed, its material is gone for good; "
                 "register a new key with 'keyfence keys register'",
             )
-        if meta.get("deletion_time"):
+        if state is not None:
             return KeyVersionGoneError(
                 self.addr,
                 op.ref,
@@ -559,6 +556,26 @@ class Transport:
         return KeyNotFoundError(
             self.addr, op.ref, f"version {version} does not exist; read the metadata again and retry"
         )
+
+
+def gone_state(exc: hvac.exceptions.InvalidPath) -> tuple[str, int | None] | None:
+    """``("destroyed" | "deleted", version)`` when a 404 on a data read is about a version that exists.
+
+    KV v2 answers the read of a deleted or destroyed version with a 404 that still carries the
+    version's metadata; a path without that version carries none (``None``).
+    """
+    body = exc.json if isinstance(exc.json, dict) else {}
+    data = body.get("data")
+    meta = data.get("metadata") if isinstance(data, dict) else None
+    if not isinstance(meta, dict):
+        return None
+    version = meta.get("version")
+    number = version if isinstance(version, int) and version > 0 else None
+    if meta.get("destroyed") is True:
+        return "destroyed", number
+    if meta.get("deletion_time"):
+        return "deleted", number
+    return None
 
 
 def _server_side(exc: hvac.exceptions.VaultError, status: int | None) -> bool:

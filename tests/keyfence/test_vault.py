@@ -253,9 +253,9 @@ class TestSettingsFromEnv:
     ],
 )
 def test_vault_times_parse(text: str, micro: int) -> None:
-    parsed = vault_metadata._parse_time(text)
+    parsed = vault_metadata.parse_time(text)
     assert parsed is not None and parsed.microsecond == micro and parsed.utcoffset() is not None
-    assert vault_metadata._parse_time("") is None and vault_metadata._parse_time("yesterday") is None
+    assert vault_metadata.parse_time("") is None and vault_metadata.parse_time("yesterday") is None
 
 
 class TestLoginCallPath:
