@@ -128,9 +128,17 @@ def vault_facts(
     outcome_of = client.read_many(lambda path: _other_key(client, mount, path, known), unlisted)
     read = dict(zip(unlisted, outcome_of, strict=True))
     outcomes = [read[path] if path in read else _other_key(client, mount, path, known) for path in others]
+    failed = [(path, o) for path, o in zip(others, outcomes, strict=True) if isinstance(o, KeyfenceError)]
     for outcome in outcomes:
         if isinstance(outcome, dict):
             facts.entries.append(outcome)
+    if failed:
+        path, error = failed[0]
+        facts.notes.append(
+            f"{len(failed)} key(s) under {mount}/{prefix} could not be read (first: {mount}/{path}: "
+            f"{error.headline}): a copy of them in the stack is not recognised; grant the check's token "
+            "'read' on their metadata (docs/vault-policies/ci-metadata.hcl)"
+        )
     for k, entry in zip(keys, facts.entries, strict=False):
         if "secretFingerprint" not in entry and k.version is not None:
             entry["current_version"] = k.version

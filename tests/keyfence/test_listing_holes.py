@@ -159,6 +159,10 @@ def test_every_key_under_the_prefix_is_known_when_the_listing_is_filtered(
     paths = {e["path"] for e in facts["listing"].entries}
     assert paths == {f"kraken/momentum/{n}" for n in sorted(keys)[1:]}
     assert facts["listing"].config() == facts["plain"].config()
+    # The key it may not read is not left out in silence.
+    for found in facts.values():
+        [note] = [n for n in found.notes if "could not be read" in n]
+        assert note.startswith("1 key(s) under") and f"kraken/momentum/{hidden}" in note
 
 
 @pytest.mark.usefixtures("small_pages")
