@@ -1,0 +1,107 @@
+"""A ledger record whose current version is gone, or whose data keyfence cannot use: what each
+reader says, and that the way out it names exists.
+
+Such a record is an error, never "no record" (tests/keyfence/test_listing_holes.py); these tests
+hold the error to its word: the fix it names must be possible in that state, and an operation
+that already wrote must not report a failure because of an unrelated record.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from keyfence.errors import KeyVerificationError, VaultError
+from keyfence.keys import resolve_keys
+from keyfence.keystore import plan_registration, register_key
+from keyfence.keystore.claims import claim_key
+from keyfence.keystore.inputs import Placement
+from keyfence.keystore.inventory import inventory
+from keyfence.vault import KV2Client, Ledger
+from keyfence.vault.errors import VaultRequestError
+from tests.keyfence.test_listing_holes import OTHER, STACK, new_material, register_many, spec_for
+from tests.openbao import OpenBao
+
+pytestmark = pytest.mark.vault
+
+
+def _gone(openbao: OpenBao, ledger: Ledger, fingerprint: str, version: int, how: str) -> None:
+    kv = openbao.client.secrets.kv.v2
+    path = ledger.path_of(fingerprint)
+    if how == "delete":
+        kv.delete_latest_version_of_secret(path=path, mount_point=ledger.mount)
+    else:
+        kv.destroy_secret_versions(path=path, versions=[version], mount_point=ledger.mount)
+
+
+@pytest.mark.parametrize("how", ["delete", "destroy"])
+def test_the_way_out_of_a_gone_record_fits_its_state(
+    openbao: OpenBao, root: KV2Client, mount: str, how: str
+) -> None:
+    """A deleted version can be undeleted (the message names which); a destroyed one cannot, so
+    the message must not send the user to 'bao kv undelete', which would do nothing."""
+    keys = register_many(root, mount, 2)
+    target, mine = sorted(keys)
+    ledger = Ledger(root, mount)
+    claimed = claim_key(
+        ledger, keys[target].fingerprint, f"kraken/momentum/{target}", OTHER, f"momentum/{target}"
+    )
+    claimed = claim_key(ledger, claimed.fingerprint, claimed.path, OTHER, "momentum/renamed")
+    assert claimed.version == 3
+    _gone(openbao, ledger, claimed.fingerprint, claimed.version, how)
+    record = ledger.path_of(claimed.fingerprint)
+    with pytest.raises(VaultRequestError) as caught:
+        ledger.read(claimed.fingerprint)
+    message = str(caught.value)
+    assert f"bao kv metadata delete -mount={mount} {record}" in message
+    if how == "delete":
+        assert f"bao kv undelete -mount={mount} -versions=3 {record}" in message
+    else:
+        assert "undelete" not in message and "destroyed" in message
+    # The check says the same, with the spec's line.
+    with pytest.raises(KeyVerificationError) as checked:
+        resolve_keys(spec_for(mount, target, mine), root, "check", STACK)
+    [line] = checked.value.problems
+    assert line.startswith("fleet.yaml:") and f"bao kv metadata delete -mount={mount} {record}" in line
+
+
+def test_a_rotation_is_not_reported_failed_for_the_old_keys_gone_record(
+    openbao: OpenBao, root: KV2Client, mount: str
+) -> None:
+    """The new version is written before the old key's record is retired: a record that cannot be
+    read then is a warning naming it, not an error for a rotation that took place."""
+    old = register_many(root, mount, 1)["p0"]
+    ledger = Ledger(root, mount)
+    record = ledger.read(old.fingerprint)
+    assert record is not None
+    _gone(openbao, ledger, old.fingerprint, record.version, "delete")
+    plan = plan_registration(
+        "momentum/p0", venue="futures", permissions="general-full", mount=mount, prefix="kraken", rotate=True
+    )
+    new = new_material()
+    done = register_key(root, plan, new)
+    assert done.version == 2 and done.fingerprint == new.fingerprint
+    [warning] = done.warnings
+    assert ledger.ref(old.fingerprint) in warning and "bao kv undelete" in warning
+    assert old.api_key not in warning and old.api_secret not in warning
+    stored = root.read_metadata(mount, "kraken/momentum/p0")
+    assert stored.current_version == 2
+
+
+def test_a_record_without_a_usable_path_names_a_fix_that_works(
+    openbao: OpenBao, root: KV2Client, mount: str
+) -> None:
+    """The message used to send the user to 'keys list --repair', which stops at that very record."""
+    old = register_many(root, mount, 1)["p0"]
+    ledger = Ledger(root, mount)
+    record = ledger.path_of(old.fingerprint)
+    openbao.put_data(record, {"path": "", "stack": OTHER, "process": "momentum/p0"}, mount=mount)
+    with pytest.raises(VaultRequestError) as caught:
+        ledger.read(old.fingerprint)
+    message = str(caught.value)
+    assert f"bao kv metadata delete -mount={mount} {record}" in message
+    with pytest.raises(VaultError) as listed:
+        inventory(root, Placement(mount, "kraken"), repair=True)
+    # 'keys list --repair' stops here, so the message must not send the user back to it to remove it.
+    [problem] = listed.value.problems
+    assert f"bao kv metadata delete -mount={mount} {record}" in problem
+    assert "remove it with 'keyfence keys list --repair'" not in problem
