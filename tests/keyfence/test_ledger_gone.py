@@ -9,8 +9,10 @@ that already wrote must not report a failure because of an unrelated record.
 from __future__ import annotations
 
 import pytest
+from typer.testing import CliRunner
 
-from keyfence.errors import KeyVerificationError, VaultError
+from keyfence.cli.app import app
+from keyfence.errors import EXIT_OK, EXIT_VIOLATION, KeyVerificationError, VaultError
 from keyfence.keys import resolve_keys
 from keyfence.keystore import plan_registration, register_key
 from keyfence.keystore.claims import claim_key
@@ -105,3 +107,26 @@ def test_a_record_without_a_usable_path_names_a_fix_that_works(
     [problem] = listed.value.problems
     assert f"bao kv metadata delete -mount={mount} {record}" in problem
     assert "remove it with 'keyfence keys list --repair'" not in problem
+
+
+@pytest.mark.parametrize("how", ["delete", "destroy"])
+def test_revoke_of_a_key_whose_record_is_gone_is_refused_and_force_revokes_it(
+    openbao: OpenBao, root: KV2Client, mount: str, vault_env: dict[str, str], how: str
+) -> None:
+    """Whether a stack claims the key cannot be told: refused as a claimed key is (exit 1, naming the
+    record and its way out), and --force, there for exactly that, revokes it (a leaked key must go)."""
+    material = register_many(root, mount, 1)["p0"]
+    ledger = Ledger(root, mount)
+    claimed = claim_key(ledger, material.fingerprint, "kraken/momentum/p0", OTHER, "momentum/p0")
+    _gone(openbao, ledger, claimed.fingerprint, claimed.version, how)
+    runner = CliRunner()
+    args = ["keys", "revoke", "momentum/p0", "--mount", mount, "--yes"]
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == EXIT_VIOLATION, refused.output
+    assert ledger.ref(claimed.fingerprint) in refused.output and "--force" in refused.output
+    assert root.read_metadata(mount, "kraken/momentum/p0").current_version == 1
+    forced = runner.invoke(app, [*args, "--force"])
+    assert forced.exit_code == EXIT_OK, forced.output
+    assert forced.output.startswith(f"revoked {mount}/kraken/momentum/p0")
+    assert root.list_keys(mount, "kraken") == []
+    assert material.api_key not in refused.output + forced.output
