@@ -15,7 +15,7 @@ from keyfence.cli.app import app
 from keyfence.errors import EXIT_OK, EXIT_VIOLATION, KeyVerificationError, VaultError
 from keyfence.keys import resolve_keys
 from keyfence.keystore import plan_registration, register_key
-from keyfence.keystore.claims import claim_key
+from keyfence.keystore.claims import claim_key, release_process
 from keyfence.keystore.inputs import Placement
 from keyfence.keystore.inventory import inventory
 from keyfence.vault import KV2Client, Ledger
@@ -130,3 +130,25 @@ def test_revoke_of_a_key_whose_record_is_gone_is_refused_and_force_revokes_it(
     assert forced.output.startswith(f"revoked {mount}/kraken/momentum/p0")
     assert root.list_keys(mount, "kraken") == []
     assert material.api_key not in refused.output + forced.output
+
+
+def test_release_is_not_blocked_by_another_keys_gone_record(
+    openbao: OpenBao, root: KV2Client, mount: str
+) -> None:
+    """``keys release`` of one process frees its claim though another key's record cannot be read;
+    releasing the key whose record is gone says why it cannot, and how out."""
+    keys = register_many(root, mount, 2)
+    ledger = Ledger(root, mount)
+    claims = {
+        name: claim_key(ledger, keys[name].fingerprint, f"kraken/momentum/{name}", OTHER, f"momentum/{name}")
+        for name in ("p0", "p1")
+    }
+    _gone(openbao, ledger, claims["p0"].fingerprint, claims["p0"].version, "delete")
+    [freed] = release_process(root, ledger, "momentum/p1", "kraken/momentum/p1", OTHER)
+    assert (freed.fingerprint, freed.stack) == (keys["p1"].fingerprint, OTHER)
+    after = ledger.read(keys["p1"].fingerprint)
+    assert after is not None and not after.claimed
+    with pytest.raises(VaultError) as blocked:
+        release_process(root, ledger, "momentum/p0", "kraken/momentum/p0", OTHER, force=True)
+    [problem] = blocked.value.problems
+    assert ledger.ref(claims["p0"].fingerprint) in problem and "bao kv undelete" in problem
