@@ -186,7 +186,9 @@ class Ledger:
         which = "" if gone.version else ", N from 'bao kv metadata get'"
         return (
             f"undelete it ('bao kv undelete -mount={self.mount} -versions={versions} "
-            f"{self.path_of(fingerprint)}'{which}), or {self._removal(fingerprint)}"
+            f"{self.path_of(fingerprint)}'{which}; if a delete_version_after expired it -- 'bao kv metadata "
+            f"get' shows the record's, 'bao read {self.mount}/config' the mount's -- set that to 0s first, "
+            f"or it deletes the next claim too), or {self._removal(fingerprint)}"
         )
 
     def _removal(self, fingerprint: str) -> str:

@@ -57,6 +57,7 @@ def test_the_way_out_of_a_gone_record_fits_its_state(
     assert f"bao kv metadata delete -mount={mount} {record}" in message
     if how == "delete":
         assert f"bao kv undelete -mount={mount} -versions=3 {record}" in message
+        assert f"'bao read {mount}/config'" in message  # a delete_version_after deletes the next one too
     else:
         assert "undelete" not in message and "destroyed" in message
     # The check says the same, with the spec's line.
