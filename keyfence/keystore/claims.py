@@ -9,7 +9,7 @@ holder and the other refused by name.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Final
@@ -111,22 +111,31 @@ def release_claim(
     )
 
 
-def all_records(client: KV2Client, ledger: Ledger) -> list[LedgerRecord]:
-    """Every record of the ledger, from one snapshot (mirrors it can trust, the rest read
-    concurrently); a record that cannot be read is an error."""
+def _read_records(ledger: Ledger) -> tuple[list[LedgerRecord], dict[str, KeyfenceError]]:
+    """Every record of the ledger from one snapshot, and the error of each that cannot be read."""
     snapshot = ledger.snapshot()
     fingerprints = snapshot.fingerprints()
     outcomes = snapshot.read_many(fingerprints)
-    problems = [
-        f"{ledger.ref(fp)}: {getattr(o, 'reason', None) or o.headline}"
-        for fp, o in zip(fingerprints, outcomes, strict=True)
-        if isinstance(o, KeyfenceError)
-    ]
-    if problems:
-        raise VaultError(
-            f"cannot read every record of the key ledger {ledger.mount}/{ledger.root}", problems=problems
-        )
-    return [o for o in outcomes if isinstance(o, LedgerRecord)]
+    failed = {fp: o for fp, o in zip(fingerprints, outcomes, strict=True) if isinstance(o, KeyfenceError)}
+    return [o for o in outcomes if isinstance(o, LedgerRecord)], failed
+
+
+def _unreadable(ledger: Ledger, failed: Mapping[str, KeyfenceError]) -> VaultError:
+    return VaultError(
+        f"cannot read every record of the key ledger {ledger.mount}/{ledger.root}",
+        problems=[
+            f"{ledger.ref(fp)}: {getattr(e, 'reason', None) or e.headline}" for fp, e in failed.items()
+        ],
+    )
+
+
+def all_records(client: KV2Client, ledger: Ledger) -> list[LedgerRecord]:
+    """Every record of the ledger, from one snapshot (mirrors it can trust, the rest read
+    concurrently); a record that cannot be read is an error."""
+    records, failed = _read_records(ledger)
+    if failed:
+        raise _unreadable(ledger, failed)
+    return records
 
 
 def release_process(
@@ -141,10 +150,16 @@ def release_process(
     """``keyfence keys release``: free the claims of ``process`` (or on its key path) held by ``stack``.
 
     A claim on that key held by another stack is refused (ClaimRefusedError) unless ``force``.
+    A record that cannot be read is an error when it may be that key's (its fingerprint is the
+    key's, or the key's is unknown); another key's is left to 'keyfence keys list', which names
+    it, so that one broken record does not hold every release hostage.
     """
-    found = [
-        r for r in all_records(client, ledger) if r.claimed and (r.process == process or r.path == key_path)
-    ]
+    records, failed = _read_records(ledger)
+    if failed:
+        here = _fingerprint_at(client, ledger.mount, key_path)
+        if here is None or here in failed:
+            raise _unreadable(ledger, {fp: e for fp, e in failed.items() if here in (None, fp)})
+    found = [r for r in records if r.claimed and (r.process == process or r.path == key_path)]
     others = [r for r in found if r.stack != stack]
     if others and not force:
         shown = "; ".join(describe(r, ledger.mount) for r in others)
@@ -159,6 +174,15 @@ def release_process(
         if done is not None:
             freed.append(done)
     return freed
+
+
+def _fingerprint_at(client: KV2Client, mount: str, path: str) -> str | None:
+    """The fingerprint the key at ``path`` records in its metadata; ``None`` if none or no key."""
+    try:
+        metadata = client.read_metadata(mount, path)
+    except KeyNotFoundError:
+        return None
+    return metadata.custom_metadata.get(METADATA_FINGERPRINT) or None
 
 
 def retire_if_moved(client: KV2Client, ledger: Ledger, fingerprint: str, path: str) -> bool:

@@ -413,7 +413,14 @@ def register_key(
     replaced = current.current_version if current is not None else None
     old = metadata_fingerprint(current) if current is not None else None
     if old is not None and old != fingerprint:
-        warnings.extend(_retire(ledger, old, path))
+        try:
+            warnings.extend(_retire(ledger, old, path))
+        except KeyfenceError as exc:
+            # The new version is written: a record that cannot be retired now is a warning, not a failure.
+            warnings.append(
+                f"version {version} is written, but the replaced key's ledger record {ledger.ref(old)} was "
+                f"not removed: {getattr(exc, 'reason', None) or exc.headline}"
+            )
     return Registered(mount, path, version, fingerprint, replaced, tuple(warnings))
 
 

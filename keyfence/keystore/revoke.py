@@ -13,7 +13,7 @@ from ..keys import (
     METADATA_VENUE,
 )
 from ..spec import DNS_LABEL, FleetSpec
-from ..vault import KeyMetadata, KV2Client, Ledger
+from ..vault import KeyMetadata, KV2Client, Ledger, VaultRequestError
 from .facts import known_permissions, metadata_fingerprint, shown
 
 # --------------------------------------------------------------------------- revoke
@@ -42,7 +42,12 @@ def revoke_refusal(ledger: Ledger, metadata: KeyMetadata, spec: FleetSpec | None
     """Why revoking this key would break a running fleet: a stack claims it, or the spec uses it."""
     reasons = []
     fingerprint = metadata_fingerprint(metadata)
-    record = ledger.read(fingerprint) if fingerprint is not None else None
+    try:
+        record = ledger.read(fingerprint) if fingerprint is not None else None
+    except VaultRequestError as exc:
+        # A record that cannot be told may hold a claim: refused as a claim is, so --force still revokes.
+        record = None
+        reasons.append(f"a stack may claim {metadata.ref}: {exc.ref}: {exc.reason}")
     if record is not None and record.claimed and record.path == metadata.path:
         reasons.append(f"{metadata.ref} is claimed in the key ledger by {record.holder()}")
     if spec is not None:
@@ -58,7 +63,11 @@ def revoke_key(client: KV2Client, metadata: KeyMetadata, ledger: Ledger | None =
     live = sum(1 for v in metadata.versions.values() if not v.destroyed)
     fingerprint = metadata_fingerprint(metadata)
     if ledger is not None and fingerprint is not None:
-        record = ledger.read(fingerprint)
+        try:
+            record = ledger.read(fingerprint)
+        except VaultRequestError:
+            # The key is gone already; a record that cannot be read is left, with its own way out.
+            record = None
         if record is not None and record.path == metadata.path:
             ledger.remove(fingerprint)
     return Revoked(metadata.mount, metadata.path, live, fingerprint)

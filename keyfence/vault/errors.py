@@ -31,7 +31,18 @@ class KeyNotFoundError(VaultRequestError):
 
 
 class KeyVersionGoneError(KeyNotFoundError):
-    """The version asked for was deleted or destroyed."""
+    """The version asked for was deleted or destroyed.
+
+    ``state`` (``"deleted"`` or ``"destroyed"``) and ``version``, when known, let a caller name
+    the way out that fits: a deleted version can be undeleted, a destroyed one cannot.
+    """
+
+    def __init__(
+        self, addr: str, ref: str, reason: str, *, state: str = "", version: int | None = None
+    ) -> None:
+        super().__init__(addr, ref, reason)
+        self.state = state
+        self.version = version
 
 
 class KVMountError(KeyNotFoundError):

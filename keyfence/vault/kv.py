@@ -196,7 +196,9 @@ class KV2Client(Transport):
             if gone is not None:
                 state, version = gone
                 which = f"its current version {version}" if version else "its current version"
-                raise KeyVersionGoneError(self.addr, op.ref, f"{which} is {state}") from None
+                raise KeyVersionGoneError(
+                    self.addr, op.ref, f"{which} is {state}", state=state, version=version
+                ) from None
             return None
         body = data_of(self._vault_json(op, response))
         data = body.get("data") if isinstance(body, dict) else None

@@ -153,15 +153,11 @@ class Ledger:
             raise self._denied(exc, "read", '"read"', "docs/vault-policies/ci-metadata.hcl") from None
         except KeyVersionGoneError as exc:
             # Not "no record": whoever it named may still hold the key, and nobody can tell.
-            ref = self.ref(fingerprint)
             raise VaultRequestError(
                 self.client.addr,
-                ref,
+                self.ref(fingerprint),
                 f"the ledger record exists but {exc.reason}, so whether another stack holds this key cannot "
-                f"be told; undelete it ('bao kv undelete -mount={self.mount} -versions=N "
-                f"{self.path_of(fingerprint)}', N from 'bao kv metadata get'), or, once you know no stack "
-                f"runs this key, remove it ('bao kv metadata delete -mount={self.mount} "
-                f"{self.path_of(fingerprint)}')",
+                f"be told; {self._way_out(fingerprint, exc)}",
             ) from None
         if found is None:
             return None
@@ -171,8 +167,7 @@ class Ledger:
             raise VaultRequestError(
                 self.client.addr,
                 self.ref(fingerprint),
-                "the ledger record has no usable 'path'; remove it with 'keyfence keys list --repair' "
-                "(it is recreated from the key's metadata)",
+                f"the ledger record has no usable 'path'; {self._removal(fingerprint)}",
             )
         return LedgerRecord(
             fingerprint=fingerprint,
@@ -181,6 +176,27 @@ class Ledger:
             process=data.get(FIELD_PROCESS, ""),
             claimed_at=data.get(FIELD_CLAIMED_AT, ""),
             version=version,
+        )
+
+    def _way_out(self, fingerprint: str, gone: KeyVersionGoneError) -> str:
+        """Undelete a deleted version (naming it when Vault did); a destroyed one can only be removed."""
+        if gone.state == "destroyed":
+            return f"its data is gone for good: {self._removal(fingerprint)}"
+        versions = str(gone.version) if gone.version else "N"
+        which = "" if gone.version else ", N from 'bao kv metadata get'"
+        return (
+            f"undelete it ('bao kv undelete -mount={self.mount} -versions={versions} "
+            f"{self.path_of(fingerprint)}'{which}; if a delete_version_after expired it -- 'bao kv metadata "
+            f"get' shows the record's, 'bao read {self.mount}/config' the mount's -- set that to 0s first, "
+            f"or it deletes the next claim too), or {self._removal(fingerprint)}"
+        )
+
+    def _removal(self, fingerprint: str) -> str:
+        """How to remove a record keyfence cannot use; 'keys list --repair' stops at such a record."""
+        return (
+            f"once you know no stack runs this key, remove the record ('bao kv metadata delete "
+            f"-mount={self.mount} {self.path_of(fingerprint)}'); the key's next claim, or 'keyfence keys "
+            "list --repair', writes a new one"
         )
 
     def create(self, record: LedgerRecord) -> LedgerRecord:
