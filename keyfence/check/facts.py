@@ -136,8 +136,8 @@ def vault_facts(
         path, error = failed[0]
         facts.notes.append(
             f"{len(failed)} key(s) under {mount}/{prefix} could not be read (first: {mount}/{path}: "
-            f"{error.headline}): a copy of them in the stack is not recognised; grant the check's token "
-            "'read' on their metadata (docs/vault-policies/ci-metadata.hcl)"
+            f"{error.headline}): a copy of them in the stack is not recognised; if the token was "
+            "refused, grant it 'read' on their metadata (docs/vault-policies/ci-metadata.hcl)"
         )
     for k, entry in zip(keys, facts.entries, strict=False):
         if "secretFingerprint" not in entry and k.version is not None:
