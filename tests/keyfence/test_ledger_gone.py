@@ -20,7 +20,8 @@ from keyfence.keystore.inputs import Placement
 from keyfence.keystore.inventory import inventory
 from keyfence.vault import KV2Client, Ledger
 from keyfence.vault.errors import VaultRequestError
-from tests.keyfence.test_listing_holes import OTHER, STACK, new_material, register_many, spec_for
+from tests.keyfence.test_listing import new_material, spec_for
+from tests.keyfence.test_listing_holes import OTHER, STACK, register_many
 from tests.openbao import OpenBao
 
 pytestmark = pytest.mark.vault

@@ -9,9 +9,6 @@ keys stand for a thousand.
 
 from __future__ import annotations
 
-import base64
-import secrets
-
 import pytest
 
 from keyfence.check.facts import vault_facts
@@ -20,9 +17,9 @@ from keyfence.keys import ResolvedKey, resolve_keys
 from keyfence.keystore import plan_registration, register_key
 from keyfence.keystore.claims import all_records, claim_key
 from keyfence.material import KeyMaterial
-from keyfence.spec import FleetSpec, load_spec_text
 from keyfence.vault import KV2Client, Ledger, LedgerAccessError, LedgerRecord, VaultSettings, connect
 from keyfence.vault.errors import VaultRequestError
+from tests.keyfence.test_listing import new_material, spec_for
 from tests.openbao import OpenBao
 
 pytestmark = pytest.mark.vault
@@ -31,24 +28,6 @@ STACK = "organization/desk/prod"
 OTHER = "organization/desk/staging"
 PAGE = 4
 """The page size the tests list with: eight keys in a folder make two pages."""
-
-
-def new_material() -> KeyMaterial:
-    return KeyMaterial(
-        api_key=f"HOLEKEY{secrets.token_hex(16)}",
-        api_secret=base64.b64encode(secrets.token_bytes(47)).decode(),
-    )
-
-
-def spec_for(mount: str, *processes: str) -> FleetSpec:
-    procs = "".join(
-        f"      - {{name: {p}, role: trader, image: 'ghcr.io/acme/bot:1.0.0'}}\n" for p in processes
-    )
-    return load_spec_text(
-        f"version: 1\nvault: {{mount: {mount}, prefix: kraken}}\n"
-        f"subaccounts:\n  - name: momentum\n    venue: futures\n    processes:\n{procs}",
-        "fleet.yaml",
-    )
 
 
 def register_many(client: KV2Client, mount: str, count: int) -> dict[str, KeyMaterial]:
