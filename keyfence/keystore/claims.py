@@ -18,6 +18,7 @@ from ..errors import KeyfenceError, RefusedError, VaultError
 from ..keys import METADATA_FINGERPRINT
 from ..vault import KeyNotFoundError, KV2Client, Ledger, LedgerRaceLostError, LedgerRecord, conflict
 from ..vault.ledger import describe
+from .facts import metadata_fingerprint
 
 ATTEMPTS: Final = 5
 """Reads and writes per claim: each lost race means someone else wrote, so a few always settle it."""
@@ -177,12 +178,12 @@ def release_process(
 
 
 def _fingerprint_at(client: KV2Client, mount: str, path: str) -> str | None:
-    """The fingerprint the key at ``path`` records in its metadata; ``None`` if none or no key."""
+    """The fingerprint the key at ``path`` records in its metadata; ``None`` if none, malformed or no key."""
     try:
         metadata = client.read_metadata(mount, path)
     except KeyNotFoundError:
         return None
-    return metadata.custom_metadata.get(METADATA_FINGERPRINT) or None
+    return metadata_fingerprint(metadata)
 
 
 def retire_if_moved(client: KV2Client, ledger: Ledger, fingerprint: str, path: str) -> bool:
