@@ -291,12 +291,21 @@ def machine_line(info: dict[str, Any]) -> str:
     )
 
 
+def _quick_note(config: dict[str, Any]) -> str:
+    """How many runs the stages of seconds had, when a round runs them more than once."""
+    quick = config.get("quick_runs", 1)
+    if quick <= 1:
+        return ""
+    return f" ({quick} runs a round for spec, Vault, ledger and pack, {quick * config['repeats']} in all)"
+
+
 def print_tables(results: dict[str, Any], console: Console | None = None) -> None:
     """The three tables (figures, growth, targets) on the console."""
     console = console or Console()
     config = results["config"]
     titles = (
-        f"keyfence bench: {config['subaccounts']} subaccounts, best of {config['repeats']} round(s)",
+        f"keyfence bench: {config['subaccounts']} subaccounts, best of {config['repeats']} round(s)"
+        f"{_quick_note(config)}",
         "growth between sizes (linear is the size ratio)",
         "targets",
     )
@@ -329,7 +338,8 @@ def markdown(results: dict[str, Any]) -> str:
     config = results["config"]
     parts = [
         f"Fleets across {config['subaccounts']} subaccounts; each time is the best of "
-        f"{config['repeats']} round(s) over all sizes, each peak memory the worst; in seconds unless marked.",
+        f"{config['repeats']} round(s) over all sizes{_quick_note(config)}, each peak memory the worst; "
+        "in seconds unless marked.",
         "",
         _markdown_table(*rows(results)),
         "",

@@ -9,7 +9,8 @@ order of sizes (increasing, then decreasing, ...), so a machine that slows for s
 slows several sizes alike instead of one size's every run, and a drift over the run does not
 favour the small sizes.
 
-A stage's figure is the best (the least) of its runs, as Python's ``timeit`` documentation
+A stage's figure is the best (the least) of its runs (one a round, or
+:data:`bench.stages.QUICK_RUNS` a round for a stage of seconds), as Python's ``timeit`` documentation
 advises: on a shared machine the slower runs measure other processes' interference, not the
 code (https://docs.python.org/3/library/timeit.html, ``Timer.repeat``). The median and every
 run are kept in the JSON beside it. Peak memory is the worst of the rounds, since its target is
@@ -37,7 +38,7 @@ from . import memory, report, worker
 from .child import run_child
 from .fleet import Fleet, generate
 from .seed import seed
-from .stages import ENGINE_ADDED, BenchError
+from .stages import ENGINE_ADDED, QUICK_RUNS, BenchError
 from .worker import Seeded
 
 DEFAULT_SIZES: Final = (100, 1000, 2000, 4000)
@@ -180,6 +181,7 @@ def finish(config: BenchConfig, sizes: Sequence[dict[str, Any]]) -> dict[str, An
             "sizes": [s["processes"] for s in sizes],
             "subaccounts": config.subaccounts,
             "repeats": config.repeats,
+            "quick_runs": QUICK_RUNS,
             "reference": config.reference,
         },
         "machine": report.machine(),

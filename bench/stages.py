@@ -62,6 +62,15 @@ STAGES: Final[tuple[str, ...]] = (
     CHECK,
 )
 """Every timed stage, in the order the table shows them."""
+QUICK_RUNS: Final = 3
+"""Runs in each round of the stages that take seconds even at the largest size (the spec, Vault,
+the ledger, the pack's three). Their figure is then the best of three times as many runs, which
+steadies the growth ratios of the stages a moment's noise on the machine moves the most; the
+whole-process stages and the registration, tens of seconds each, run once a round."""
+QUICK_STAGES: Final = frozenset(
+    {SPEC, VAULT_METADATA, VAULT_DATA, LEDGER, PACK_START, ANALYZE, ANALYZE_STACK}
+)
+"""The stages run :data:`QUICK_RUNS` times a round."""
 ENGINE_ADDED: Final = 3
 """Resources the engine registers beside the program's: the root stack and the default providers
 (Kubernetes, and the dynamic provider of the ledger claims)."""
@@ -259,9 +268,10 @@ def _program_stages(
     The registration is the check's: the program with check-mode keys (Vault metadata, no
     key material), which is what the pack then analyses.
     """
-    timings[VAULT_METADATA], check_keys = timed(lambda: resolve(spec, settings, "check"), repeats)
-    timings[VAULT_DATA], _ = timed(lambda: resolve(spec, settings, "deploy"), repeats)
-    timings[LEDGER], unclaimed = timed(lambda: claims(spec, settings, check_keys), repeats)
+    quick = repeats * QUICK_RUNS
+    timings[VAULT_METADATA], check_keys = timed(lambda: resolve(spec, settings, "check"), quick)
+    timings[VAULT_DATA], _ = timed(lambda: resolve(spec, settings, "deploy"), quick)
+    timings[LEDGER], unclaimed = timed(lambda: claims(spec, settings, check_keys), quick)
     if unclaimed:
         raise BenchError(f"{len(unclaimed)} key(s) not claimed by the benchmark's stack: {unclaimed[0]}")
     timings[REGISTRATION], declared = timed(lambda: register(spec, check_keys), repeats)
@@ -279,10 +289,10 @@ def measure(fleet: Fleet, spec_path: Path, plan: Path, settings: VaultSettings, 
     floor_types = plan_types(plan)
     timings[FLOOR], _ = timed(lambda: floor(plan, settings), repeats)
 
-    timings[SPEC], spec = timed(lambda: load_spec(spec_path), repeats)
+    timings[SPEC], spec = timed(lambda: load_spec(spec_path), repeats * QUICK_RUNS)
     checked = _program_stages(spec, settings, repeats, timings).resources
     program_types = resource_types(checked)
-    pack = analyse(checked, repeats)
+    pack = analyse(checked, repeats * QUICK_RUNS)
     timings[PACK_START], timings[ANALYZE] = pack.start, pack.analyze
     timings[ANALYZE_STACK] = pack.analyze_stack
     resources = len(checked)
