@@ -9,13 +9,11 @@ hands to a policy pack.
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any
 
 import pulumi
 import pulumi.runtime
@@ -27,14 +25,13 @@ from pulumi.runtime.mocks import MockMonitor, MockResourceArgs, Mocks, MockSetti
 from pulumi.runtime.stack import run_in_stack
 from pulumi.runtime.sync_await import _sync_await
 
+from ..collector import batched_gc
 from .callsite import CallSite, call_site
 
 SECRET_PLACEHOLDER = "[secret]"
 UNKNOWN_PLACEHOLDER = "[unknown]"
 """A value not known during a preview (e.g. a namespace that comes from the deploying kubeconfig)."""
 STACK_TYPE = "pulumi:pulumi:Stack"
-RUN_GC_THRESHOLD: Final = 500_000
-"""Allocations between young garbage collections while a program runs (CPython's default is 700)."""
 
 
 @dataclass(frozen=True)
@@ -185,30 +182,6 @@ def collect(
         for key in config or {}:
             pulumi_config.CONFIG.get().pop(key, None)
     return Collected(monitor.registered, monitor.stack_outputs, monitor.stack_urn)
-
-
-@contextmanager
-def batched_gc() -> Iterator[None]:
-    """Collect the run's cyclic garbage in a few large batches instead of thousands of small ones.
-
-    The SDK keeps every pending Output and task alive and makes reference cycles per
-    resource, so with CPython's default thresholds the collector rescans that growing heap
-    over and over: most of a large program's run, and superlinear in the stack's size.
-    Large young-generation batches keep collection linear, memory bounded (at most
-    ``RUN_GC_THRESHOLD`` uncollected objects), and the final collection returns the run's
-    garbage before the caller goes on. Thresholds are process-wide; ``collect`` is not
-    reentrant anyway (the SDK's settings are global too).
-    """
-    previous = gc.get_threshold()
-    gc.set_threshold(max(previous[0], RUN_GC_THRESHOLD), *previous[1:])
-    try:
-        yield
-    finally:
-        # Collect before restoring the thresholds: the other way round, the first allocation
-        # would start a young collection of the same objects first.
-        if gc.isenabled():
-            gc.collect(1)
-        gc.set_threshold(*previous)
 
 
 class _QuietEngine:

@@ -32,10 +32,11 @@ from typing import IO, Final
 import grpc
 from pulumi.runtime.proto import engine_pb2_grpc, resource_pb2_grpc
 
+from ..collector import batched_gc
 from ..errors import KeyfenceError
 from ..program import ProgramOptions
 from .engine import Engine, EngineLog, EngineSettings, RunRecord
-from .harness import Collected, RegisteredResource, batched_gc
+from .harness import Collected, RegisteredResource
 
 DEFAULT_TIMEOUT: Final = 600.0
 """Seconds a program may run before it is stopped (``keyfence check --timeout``)."""

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ..collector import batched_gc
 from ..errors import SpecError
 from .model import (
     DNS_LABEL,
@@ -139,8 +140,13 @@ def validate_spec(data: Any, source: str) -> FleetSpec:
 
 
 def load_spec_text(text: str, source: str = "<spec>") -> FleetSpec:
-    """Parse and validate a spec given as text (``source`` names it in messages)."""
-    return validate_spec(parse_yaml(text, source), source)
+    """Parse and validate a spec given as text (``source`` names it in messages).
+
+    The collector runs in batches meanwhile (:func:`keyfence.collector.batched_gc`): a large
+    spec's node tree otherwise meets full collections that make its load superlinear.
+    """
+    with batched_gc():
+        return validate_spec(parse_yaml(text, source), source)
 
 
 def load_spec(path: str | Path) -> FleetSpec:

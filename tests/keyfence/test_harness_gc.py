@@ -7,7 +7,8 @@ import gc
 import pulumi
 import pytest
 
-from keyfence.check.harness import RUN_GC_THRESHOLD, collect
+from keyfence.check.harness import collect
+from keyfence.collector import RUN_GC_THRESHOLD
 
 
 def test_thresholds_are_raised_during_the_run_and_restored_after_it() -> None:
