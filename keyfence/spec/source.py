@@ -227,11 +227,13 @@ class _Loads(Protocol):
     def dispose(self) -> None: ...
 
 
-_LIBYAML_DIFFERS = re.compile(f"[\t\ufeff!?]|{yaml.reader.Reader.NON_PRINTABLE.pattern}")
+_LIBYAML_DIFFERS = re.compile(f"[\t\ufeff!?]|[|>][-+0-9]*#|{yaml.reader.Reader.NON_PRINTABLE.pattern}")
 """Text libyaml may read otherwise than PyYAML's parser, found by the parity tests: tabs (libyaml
 takes some PyYAML refuses), byte order marks past the start, tags (a bare ``!``), ``?`` (libyaml
-takes it inside a plain scalar in an inline list, and places an explicit key elsewhere), and characters
-YAML forbids (PyYAML's reader refuses them up front, with the message keyfence words)."""
+takes it inside a plain scalar in an inline list, and places an explicit key elsewhere), a ``#`` right
+after a block scalar's ``|`` or ``>`` and its indicators (libyaml takes a comment, PyYAML refuses the
+header), and characters YAML forbids (PyYAML's reader refuses them up front, with the message keyfence
+words)."""
 _FAST_LOADER: Callable[[str], _Loads] | None = None
 if yaml.__with_libyaml__:
     from yaml._yaml import CParser

@@ -113,6 +113,9 @@ def test_a_fleet_after_hostile_edits_reads_the_same(text: str) -> None:
         "",
         "# only a comment\n",
         "[" * 500 + "]" * 500,
+        "a: |#\n",  # a block scalar header, then '#' with no space: PyYAML refuses it, libyaml took a comment
+        "a: >-#c\n  x\n",
+        "- |2#\n   x\n",
     ],
 )
 def test_edge_cases_read_the_same(text: str) -> None:
@@ -125,3 +128,19 @@ def test_the_node_guard_stops_libyaml_as_it_stops_python() -> None:
     with pytest.raises(SpecError, match="YAML nodes"):
         load_spec_text(text, SOURCE)
     assert_parity(text)
+
+
+@settings(FAST, max_examples=150)
+@given(
+    st.sampled_from(["a: ", "- ", "", "--- ", "a:\n  - "]),
+    st.sampled_from("|>"),
+    st.from_regex(r"[-+1-9 ]{0,3}", fullmatch=True),
+    st.sampled_from(["#", "#c", " #c", "x", " ", ""]),
+    st.sampled_from(["\n  x\n", "\n", "", "\n  x\n  #y\n"]),
+)
+def test_a_block_scalar_header_reads_the_same(
+    lead: str, style: str, indicators: str, tail: str, body: str
+) -> None:
+    """What may follow ``|`` or ``>`` and its indicators on the header line."""
+    assert_parity(lead + style + indicators + tail + body)
+
