@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Hashable, Iterator
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import yaml
 
@@ -54,8 +54,12 @@ MAX_YAML_NODES = 200_000
 MAX_INT_LITERAL = 64
 """Longest integer literal read: converting a long one (e.g. base 60) costs quadratic time, and no
 field of a spec needs more than a few digits."""
+MAX_YAML_DEPTH = 64
+"""Bound on how deeply collections nest: a fleet spec needs under ten levels. Python's recursion limit
+must not be the bound, as the Python parser's frames share the composer's stack and libyaml's do not
+(the same text was read by one parser and refused by the other), and where it stops depends on the
+caller's stack."""
 MAX_SHOWN = 80
-
 
 
 class LocatedDict(dict[Any, Any]):
@@ -83,20 +87,34 @@ class _Locating:
 
     duplicate_keys: list[tuple[tuple[int, int], str]]
     composed: int
+    depth: int
 
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         """Stop composing past MAX_YAML_NODES nodes (aliases included): a 4 MiB flow list of a
-        million items would otherwise take many seconds to compose before the count refuses it."""
+        million items would otherwise take many seconds to compose before the count refuses it.
+        Stop past MAX_YAML_DEPTH levels too, before either parser can reach the recursion limit."""
         self.composed += 1
         if self.composed > MAX_YAML_NODES:
-            raise yaml.composer.ComposerError(
-                None,
-                None,
-                f"the spec has more than {MAX_YAML_NODES} YAML nodes; a fleet spec needs far fewer",
-                self.peek_event().start_mark,  # type: ignore[attr-defined]
+            self._refuse(f"the spec has more than {MAX_YAML_NODES} YAML nodes; a fleet spec needs far fewer")
+        if self.depth >= MAX_YAML_DEPTH:
+            self._refuse(
+                f"the spec nests lists and mappings more than {MAX_YAML_DEPTH} levels deep; "
+                "a fleet spec needs far fewer"
             )
-        node: yaml.Node | None = super().compose_node(parent, index)  # type: ignore[misc]
+        self.depth += 1
+        try:
+            node: yaml.Node | None = super().compose_node(parent, index)  # type: ignore[misc]
+        finally:
+            self.depth -= 1
         return node
+
+    def _refuse(self, problem: str) -> NoReturn:
+        raise yaml.composer.ComposerError(
+            None,
+            None,
+            problem,
+            self.peek_event().start_mark,  # type: ignore[attr-defined]
+        )
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         """SafeLoader's scalar constructors let ValueError & co. escape (``!!int abc``, ``2001-02-30``,
@@ -122,6 +140,7 @@ class _LocatingLoader(_Locating, yaml.SafeLoader):
         super().__init__(stream)
         self.duplicate_keys = []
         self.composed = 0
+        self.depth = 0
 
 
 def _tag_name(tag: str) -> str:
@@ -260,6 +279,7 @@ if yaml.__with_libyaml__:
             yaml.resolver.Resolver.__init__(self)
             self.duplicate_keys = []
             self.composed = 0
+            self.depth = 0
 
     for _tag, _constructor in _LocatingLoader.yaml_constructors.items():
         _FastLocatingLoader.add_constructor(_tag, _constructor)
