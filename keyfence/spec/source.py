@@ -337,6 +337,12 @@ def parse_yaml(text: str, source: str) -> Any:
         raise SpecError(f"{where}: invalid YAML: {problem}") from None
     except yaml.YAMLError as exc:
         raise SpecError(f"{source}: invalid YAML: {type(exc).__name__}") from None
+    except (ValueError, OverflowError):  # PyYAML's scanner takes chr() of a \U escape unchecked
+        line, col = _line_col(text, loader.get_mark().index)
+        raise SpecError(
+            f"{source}:{line}:{col}: invalid YAML: this \\U escape names no character (the last one is "
+            "\\U0010FFFF); write the character itself or a valid escape"
+        ) from None
 
 
 def _read(loader: _Loads, source: str) -> Any:

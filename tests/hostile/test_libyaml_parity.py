@@ -115,6 +115,8 @@ def test_a_fleet_after_hostile_edits_reads_the_same(text: str) -> None:
         "",
         "# only a comment\n",
         "[" * 500 + "]" * 500,
+        'a: "\\U00110000"\n',  # an escape past U+10FFFF: PyYAML's scanner raised ValueError
+        'a: ["x", "\\UFFFFFFFF"]\n',  # and OverflowError
         "a: |#\n",  # a block scalar header, then '#' with no space: PyYAML refuses it, libyaml took a comment
         "a: >-#c\n  x\n",
         "- |2#\n   x\n",
@@ -173,3 +175,8 @@ def test_nesting_past_the_bound_is_refused_where_it_goes_too_deep() -> None:
     )
     with pytest.raises(SpecError, match=too_deep):
         source_module.parse_yaml(nested("block mapping", MAX_YAML_DEPTH), SOURCE)
+
+
+def test_an_escape_past_the_last_character_is_refused_at_its_line() -> None:
+    with pytest.raises(SpecError, match=r"^parity.yaml:2:8: invalid YAML: this \\U escape names no"):
+        source_module.parse_yaml('a: 1\nb: "x\\U00110000"\n', SOURCE)
