@@ -31,7 +31,7 @@ tests/keyfence/test_spec.py) with the few overrides below.
 libyaml, PyYAML's C scanner and parser, turns the text into events when PyYAML has it (its wheels
 do); the composer, the node guard, the resolver and the constructors are the Python ones either
 way. On the 4000-process bench spec that takes the read from 2.9 s to 0.8 s of CPU. The two parsers
-differ on a few constructs (tabs, ``?``, tags, byte order marks); text holding any of them, and
+differ on a few constructs (tabs, ``?``, tags, byte order marks, ``|#``); text holding any of them, and
 text libyaml refuses, is read by PyYAML's Python parser alone, whose error words the messages
 reword. tests/hostile/test_libyaml_parity.py holds both parsers to the same outcome on the hostile
 tests' inputs.
