@@ -31,7 +31,7 @@ tests/keyfence/test_spec.py) with the few overrides below.
 libyaml, PyYAML's C scanner and parser, turns the text into events when PyYAML has it (its wheels
 do); the composer, the node guard, the resolver and the constructors are the Python ones either
 way. On the 4000-process bench spec that takes the read from 2.9 s to 0.8 s of CPU. The two parsers
-differ on a few constructs (tabs, ``?``, tags, byte order marks); text holding any of them, and
+differ on a few constructs (tabs, ``?``, tags, byte order marks, ``|#``); text holding any of them, and
 text libyaml refuses, is read by PyYAML's Python parser alone, whose error words the messages
 reword. tests/hostile/test_libyaml_parity.py holds both parsers to the same outcome on the hostile
 tests' inputs.
@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Hashable, Iterator
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import yaml
 
@@ -54,8 +54,12 @@ MAX_YAML_NODES = 200_000
 MAX_INT_LITERAL = 64
 """Longest integer literal read: converting a long one (e.g. base 60) costs quadratic time, and no
 field of a spec needs more than a few digits."""
+MAX_YAML_DEPTH = 64
+"""Bound on how deeply collections nest: a fleet spec needs under ten levels. Python's recursion limit
+must not be the bound, as the Python parser's frames share the composer's stack and libyaml's do not
+(the same text was read by one parser and refused by the other), and where it stops depends on the
+caller's stack."""
 MAX_SHOWN = 80
-
 
 
 class LocatedDict(dict[Any, Any]):
@@ -83,20 +87,34 @@ class _Locating:
 
     duplicate_keys: list[tuple[tuple[int, int], str]]
     composed: int
+    depth: int
 
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         """Stop composing past MAX_YAML_NODES nodes (aliases included): a 4 MiB flow list of a
-        million items would otherwise take many seconds to compose before the count refuses it."""
+        million items would otherwise take many seconds to compose before the count refuses it.
+        Stop past MAX_YAML_DEPTH levels too, before either parser can reach the recursion limit."""
         self.composed += 1
         if self.composed > MAX_YAML_NODES:
-            raise yaml.composer.ComposerError(
-                None,
-                None,
-                f"the spec has more than {MAX_YAML_NODES} YAML nodes; a fleet spec needs far fewer",
-                self.peek_event().start_mark,  # type: ignore[attr-defined]
+            self._refuse(f"the spec has more than {MAX_YAML_NODES} YAML nodes; a fleet spec needs far fewer")
+        if self.depth >= MAX_YAML_DEPTH:
+            self._refuse(
+                f"the spec nests lists and mappings more than {MAX_YAML_DEPTH} levels deep; "
+                "a fleet spec needs far fewer"
             )
-        node: yaml.Node | None = super().compose_node(parent, index)  # type: ignore[misc]
+        self.depth += 1
+        try:
+            node: yaml.Node | None = super().compose_node(parent, index)  # type: ignore[misc]
+        finally:
+            self.depth -= 1
         return node
+
+    def _refuse(self, problem: str) -> NoReturn:
+        raise yaml.composer.ComposerError(
+            None,
+            None,
+            problem,
+            self.peek_event().start_mark,  # type: ignore[attr-defined]
+        )
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         """SafeLoader's scalar constructors let ValueError & co. escape (``!!int abc``, ``2001-02-30``,
@@ -122,6 +140,7 @@ class _LocatingLoader(_Locating, yaml.SafeLoader):
         super().__init__(stream)
         self.duplicate_keys = []
         self.composed = 0
+        self.depth = 0
 
 
 def _tag_name(tag: str) -> str:
@@ -227,11 +246,13 @@ class _Loads(Protocol):
     def dispose(self) -> None: ...
 
 
-_LIBYAML_DIFFERS = re.compile(f"[\t\ufeff!?]|{yaml.reader.Reader.NON_PRINTABLE.pattern}")
+_LIBYAML_DIFFERS = re.compile(f"[\t\ufeff!?]|[|>][-+0-9]*#|{yaml.reader.Reader.NON_PRINTABLE.pattern}")
 """Text libyaml may read otherwise than PyYAML's parser, found by the parity tests: tabs (libyaml
 takes some PyYAML refuses), byte order marks past the start, tags (a bare ``!``), ``?`` (libyaml
-takes it inside a plain scalar in an inline list, and places an explicit key elsewhere), and characters
-YAML forbids (PyYAML's reader refuses them up front, with the message keyfence words)."""
+takes it inside a plain scalar in an inline list, and places an explicit key elsewhere), a ``#`` right
+after a block scalar's ``|`` or ``>`` and its indicators (libyaml takes a comment, PyYAML refuses the
+header), and characters YAML forbids (PyYAML's reader refuses them up front, with the message keyfence
+words)."""
 _FAST_LOADER: Callable[[str], _Loads] | None = None
 if yaml.__with_libyaml__:
     from yaml._yaml import CParser
@@ -258,6 +279,7 @@ if yaml.__with_libyaml__:
             yaml.resolver.Resolver.__init__(self)
             self.duplicate_keys = []
             self.composed = 0
+            self.depth = 0
 
     for _tag, _constructor in _LocatingLoader.yaml_constructors.items():
         _FastLocatingLoader.add_constructor(_tag, _constructor)
@@ -315,6 +337,12 @@ def parse_yaml(text: str, source: str) -> Any:
         raise SpecError(f"{where}: invalid YAML: {problem}") from None
     except yaml.YAMLError as exc:
         raise SpecError(f"{source}: invalid YAML: {type(exc).__name__}") from None
+    except (ValueError, OverflowError):  # PyYAML's scanner takes chr() of a \U escape unchecked
+        line, col = _line_col(text, loader.get_mark().index)
+        raise SpecError(
+            f"{source}:{line}:{col}: invalid YAML: this \\U escape names no character (the last one is "
+            "\\U0010FFFF); write the character itself or a valid escape"
+        ) from None
 
 
 def _read(loader: _Loads, source: str) -> Any:

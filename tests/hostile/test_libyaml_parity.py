@@ -8,6 +8,7 @@ every recorded line and column, or the error's every word.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 from keyfence.errors import SpecError
 from keyfence.spec import MAX_YAML_NODES, load_spec_text
 from keyfence.spec import source as source_module
+from keyfence.spec.source import MAX_YAML_DEPTH
 from tests.hostile import yamlgen as g
 from tests.hostile.test_spec_loader import FAST, yaml_soup
 
@@ -113,6 +115,11 @@ def test_a_fleet_after_hostile_edits_reads_the_same(text: str) -> None:
         "",
         "# only a comment\n",
         "[" * 500 + "]" * 500,
+        'a: "\\U00110000"\n',  # an escape past U+10FFFF: PyYAML's scanner raised ValueError
+        'a: ["x", "\\UFFFFFFFF"]\n',  # and OverflowError
+        "a: |#\n",  # a block scalar header, then '#' with no space: PyYAML refuses it, libyaml took a comment
+        "a: >-#c\n  x\n",
+        "- |2#\n   x\n",
     ],
 )
 def test_edge_cases_read_the_same(text: str) -> None:
@@ -125,3 +132,51 @@ def test_the_node_guard_stops_libyaml_as_it_stops_python() -> None:
     with pytest.raises(SpecError, match="YAML nodes"):
         load_spec_text(text, SOURCE)
     assert_parity(text)
+
+
+@settings(FAST, max_examples=150)
+@given(
+    st.sampled_from(["a: ", "- ", "", "--- ", "a:\n  - "]),
+    st.sampled_from("|>"),
+    st.from_regex(r"[-+1-9 ]{0,3}", fullmatch=True),
+    st.sampled_from(["#", "#c", " #c", "x", " ", ""]),
+    st.sampled_from(["\n  x\n", "\n", "", "\n  x\n  #y\n"]),
+)
+def test_a_block_scalar_header_reads_the_same(
+    lead: str, style: str, indicators: str, tail: str, body: str
+) -> None:
+    """What may follow ``|`` or ``>`` and its indicators on the header line."""
+    assert_parity(lead + style + indicators + tail + body)
+
+
+def nested(shape: str, depth: int) -> str:
+    if shape == "flow list":
+        return "[" * depth + "]" * depth
+    if shape == "flow mapping":
+        return "{a: " * depth + "1" + "}" * depth
+    if shape == "block list":
+        return "".join("  " * i + "-\n" for i in range(depth)) + "  " * depth + "x\n"
+    return "".join("  " * i + "a:\n" for i in range(depth)) + "  " * depth + "x\n"
+
+
+@pytest.mark.parametrize("shape", ["flow list", "flow mapping", "block list", "block mapping"])
+def test_any_nesting_depth_reads_the_same(shape: str) -> None:
+    """The Python parser's frames sit on the composer's stack, libyaml's do not: with Python's recursion
+    limit as the only bound, a few depths were refused by one parser and read by the other."""
+    for depth in range(1, sys.getrecursionlimit() // 2):
+        assert_parity(nested(shape, depth))
+
+
+def test_nesting_past_the_bound_is_refused_where_it_goes_too_deep() -> None:
+    """The scalars at the bottom count as a level; the mark is the first node past the bound."""
+    source_module.parse_yaml(nested("block mapping", MAX_YAML_DEPTH - 1), SOURCE)
+    too_deep = (
+        rf"^{SOURCE}:{MAX_YAML_DEPTH}:{2 * MAX_YAML_DEPTH - 1}: .* more than {MAX_YAML_DEPTH} levels deep"
+    )
+    with pytest.raises(SpecError, match=too_deep):
+        source_module.parse_yaml(nested("block mapping", MAX_YAML_DEPTH), SOURCE)
+
+
+def test_an_escape_past_the_last_character_is_refused_at_its_line() -> None:
+    with pytest.raises(SpecError, match=r"^parity.yaml:2:8: invalid YAML: this \\U escape names no"):
+        source_module.parse_yaml('a: 1\nb: "x\\U00110000"\n', SOURCE)
