@@ -307,9 +307,10 @@ def _count_expanded_nodes(root: yaml.Node, limit: int) -> bool:
 def parse_yaml(text: str, source: str) -> Any:
     """Parse one YAML document into located containers, or raise SpecError naming the line.
 
-    libyaml reads the text when it is installed (PyYAML's wheels ship it) and the text holds no
-    character YAML forbids; anything it refuses is read again by the Python parser, whose words
-    the message uses. Both yield the same document for the text they accept.
+    libyaml reads the text when it is installed (PyYAML's wheels ship it) and the text holds none
+    of the constructs the two parsers read differently (``_LIBYAML_DIFFERS``); anything it refuses
+    is read again by the Python parser, whose words the message uses. Both yield the same document
+    for the text they accept.
     """
     if len(text.encode("utf-8", "surrogatepass")) > MAX_SPEC_BYTES:
         raise SpecError(
