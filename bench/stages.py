@@ -71,9 +71,16 @@ QUICK_STAGES: Final = frozenset(
     {SPEC, VAULT_METADATA, VAULT_DATA, LEDGER, PACK_START, ANALYZE, ANALYZE_STACK}
 )
 """The stages run :data:`QUICK_RUNS` times a round."""
+PACK_STAGES: Final = (PACK_START, ANALYZE, ANALYZE_STACK)
+"""Timed in one pack session each run, so they share one count of runs."""
 ENGINE_ADDED: Final = 3
 """Resources the engine registers beside the program's: the root stack and the default providers
 (Kubernetes, and the dynamic provider of the ledger claims)."""
+
+
+def runs_of(stage: str, repeats: int) -> int:
+    """How many times ``stage`` runs in ``repeats`` rounds: the one place that count is decided."""
+    return repeats * QUICK_RUNS if stage in QUICK_STAGES else repeats
 
 
 class BenchError(Exception):
@@ -268,13 +275,16 @@ def _program_stages(
     The registration is the check's: the program with check-mode keys (Vault metadata, no
     key material), which is what the pack then analyses.
     """
-    quick = repeats * QUICK_RUNS
-    timings[VAULT_METADATA], check_keys = timed(lambda: resolve(spec, settings, "check"), quick)
-    timings[VAULT_DATA], _ = timed(lambda: resolve(spec, settings, "deploy"), quick)
-    timings[LEDGER], unclaimed = timed(lambda: claims(spec, settings, check_keys), quick)
+    timings[VAULT_METADATA], check_keys = timed(
+        lambda: resolve(spec, settings, "check"), runs_of(VAULT_METADATA, repeats)
+    )
+    timings[VAULT_DATA], _ = timed(lambda: resolve(spec, settings, "deploy"), runs_of(VAULT_DATA, repeats))
+    timings[LEDGER], unclaimed = timed(lambda: claims(spec, settings, check_keys), runs_of(LEDGER, repeats))
     if unclaimed:
         raise BenchError(f"{len(unclaimed)} key(s) not claimed by the benchmark's stack: {unclaimed[0]}")
-    timings[REGISTRATION], declared = timed(lambda: register(spec, check_keys), repeats)
+    timings[REGISTRATION], declared = timed(
+        lambda: register(spec, check_keys), runs_of(REGISTRATION, repeats)
+    )
     return declared
 
 
@@ -287,12 +297,12 @@ def measure(fleet: Fleet, spec_path: Path, plan: Path, settings: VaultSettings, 
     """
     timings: dict[str, Timing] = {}
     floor_types = plan_types(plan)
-    timings[FLOOR], _ = timed(lambda: floor(plan, settings), repeats)
+    timings[FLOOR], _ = timed(lambda: floor(plan, settings), runs_of(FLOOR, repeats))
 
-    timings[SPEC], spec = timed(lambda: load_spec(spec_path), repeats * QUICK_RUNS)
+    timings[SPEC], spec = timed(lambda: load_spec(spec_path), runs_of(SPEC, repeats))
     checked = _program_stages(spec, settings, repeats, timings).resources
     program_types = resource_types(checked)
-    pack = analyse(checked, repeats * QUICK_RUNS)
+    pack = analyse(checked, runs_of(PACK_START, repeats))
     timings[PACK_START], timings[ANALYZE] = pack.start, pack.analyze
     timings[ANALYZE_STACK] = pack.analyze_stack
     resources = len(checked)
@@ -303,7 +313,7 @@ def measure(fleet: Fleet, spec_path: Path, plan: Path, settings: VaultSettings, 
             "violation(s); the benchmark must time a passing check"
         )
 
-    timings[CHECK], _ = timed(lambda: check_command(spec_path, settings), repeats)
+    timings[CHECK], _ = timed(lambda: check_command(spec_path, settings), runs_of(CHECK, repeats))
     return SizeFigures(
         processes=len(fleet.processes),
         subaccounts=len(fleet.subaccounts),

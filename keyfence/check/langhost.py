@@ -29,13 +29,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
+from ..collector import RUN_GC_THRESHOLD
+
 KEYFENCE_LOGS: Final = "keyfence"
 FORWARDED: Final = "\x1fkeyfence-log\x1f"
 """Marks a keyfence log record sent to the engine, for the parent to log it as its own."""
 EXIT_PROGRAM_ERROR: Final = 32
 """What the Python language host exits with after reporting a program's error to the engine."""
-GC_THRESHOLD: Final = 500_000
-"""Allocations between young collections: the SDK's many small cycles make the default (700) costly."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -160,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
-    gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
+    # The program's pace, as batched_gc's, without its final collection: the process exits next.
+    gc.set_threshold(RUN_GC_THRESHOLD, *gc.get_threshold()[1:])
 
     def program_body() -> None:
         runpy.run_path(args.program, run_name="__main__")

@@ -27,7 +27,7 @@ from bench.memory import MemoryFigures
 from bench.plan import plan_of
 from bench.run import BenchConfig, combine, finish, schedule, stage_figure
 from bench.seed import seed
-from bench.stages import QUICK_RUNS, QUICK_STAGES, STAGES, BenchError
+from bench.stages import PACK_STAGES, QUICK_RUNS, QUICK_STAGES, STAGES, BenchError, runs_of
 from keyfence.check.harness import Collected, collect
 from keyfence.check.runner import collect_program
 from keyfence.spec import load_spec
@@ -223,6 +223,13 @@ def test_a_size_whose_rounds_or_check_disagree_is_refused() -> None:
 
 @pytest.mark.slow
 @pytest.mark.vault
+def test_the_pack_stages_share_one_count_and_the_rest_run_once_a_round() -> None:
+    # The pack's three stages are timed in one session per run: a count for one is a count for all.
+    assert len({runs_of(stage, 2) for stage in PACK_STAGES}) == 1
+    for stage in STAGES:
+        assert runs_of(stage, 2) == (2 * QUICK_RUNS if stage in QUICK_STAGES else 2)
+
+
 def test_python_m_bench_runs_end_to_end_on_a_real_openbao(tmp_path: Path) -> None:
     out, md = tmp_path / "figures" / "bench.json", tmp_path / "bench.md"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_", "KEYFENCE_VAULT_"))}
