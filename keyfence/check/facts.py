@@ -37,7 +37,6 @@ class KeyFacts:
         return {"knownKeys": self.entries, "vaultVerified": self.verified, "keyPrefixes": self.prefixes}
 
 
-
 def _entry(key: ResolvedKey) -> dict[str, object]:
     entry = key.entry
     out: dict[str, object] = {

@@ -15,7 +15,6 @@ OFFLINE_NOTE: Final = (
 )
 
 
-
 @dataclass(frozen=True)
 class ProcessRow:
     """One process as declared: only plain, non-secret facts read from the Deployment's inputs."""

@@ -19,7 +19,6 @@ DEFAULT_ORGANIZATION: Final = "organization"
 SPEC_CONFIG_KEY: Final = "keyfence:spec"
 
 
-
 @dataclass(frozen=True)
 class Target:
     """The spec to check, the stack it stands for, and the Pulumi project name."""

@@ -26,8 +26,6 @@ class KeyInputError(KeyfenceError):
     """The command's arguments or standard input cannot be acted on (exit 2)."""
 
 
-
-
 # --------------------------------------------------------------------------- validating input
 
 

@@ -14,7 +14,6 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-
 class Progress(Protocol):
     """Where long operations report how far they are; the CLI draws it, tests ignore it."""
 

@@ -11,7 +11,6 @@ retry_log = logging.getLogger("keyfence.vault.retry")
 """Retry notices: their own logger, so a command line can keep them out of a one-message failure."""
 
 
-
 class VaultUnavailableError(VaultError):
     """Vault as a whole cannot serve us (unreachable, sealed, token rejected): no key can be read."""
 

@@ -36,7 +36,6 @@ retry_log = logging.getLogger("keyfence.vault.retry")
 """Retry notices: their own logger, so a command line can keep them out of a one-message failure."""
 
 
-
 @dataclass(frozen=True)
 class Operation:
     """One request, described the way its error message needs it."""
@@ -150,7 +149,6 @@ class Transport:
     def hvac_client(self) -> hvac.Client:
         """The underlying hvac client, for what this class does not wrap."""
         return self._client
-
 
     def read_many(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R | KeyfenceError]:
         """:func:`read_many` with this client's concurrency."""

@@ -56,6 +56,7 @@ def test_without_it_the_sdk_polls_every_pending_output(monkeypatch: pytest.Monke
 def test_main_declares_what_the_library_call_declares(monkeypatch: pytest.MonkeyPatch) -> None:
     settled, _ = _run_counting_waits(monkeypatch, main)
     plain, _ = _run_counting_waits(monkeypatch, run_from_config)
+
     def declared(collected: Collected) -> list[tuple[str, str, Any]]:
         # Registrations are answered concurrently, so their order is not the program's.
         return sorted(((r.type, r.name, r.inputs()) for r in collected.resources), key=lambda t: t[:2])
