@@ -381,7 +381,7 @@ def register_key(
         version = client.write_key(mount, path, material, cas=cas)
     except BaseException:
         if created:
-            _forget(ledger, fingerprint)
+            _forget(ledger, record)
         raise
     custom = {
         METADATA_SUBACCOUNT: registration.subaccount,
@@ -424,10 +424,10 @@ def register_key(
     return Registered(mount, path, version, fingerprint, replaced, tuple(warnings))
 
 
-def _forget(ledger: Ledger, fingerprint: str) -> None:
+def _forget(ledger: Ledger, record: LedgerRecord) -> None:
     """Undo a ledger record whose key was never written; a failure here is left for --repair."""
     try:
-        ledger.remove(fingerprint)
+        ledger.remove(record)
     except KeyfenceError:
         return
 
@@ -442,5 +442,5 @@ def _retire(ledger: Ledger, fingerprint: str, path: str) -> list[str]:
             f"the replaced key is still claimed by {record.holder()}; the claim is released, and its "
             "ledger record removed, by that stack's next 'pulumi up'"
         ]
-    ledger.remove(fingerprint)
+    ledger.remove(record)
     return []

@@ -53,6 +53,9 @@ FIELD_STACK: Final = "stack"
 FIELD_PROCESS: Final = "process"
 FIELD_CLAIMED_AT: Final = "claimed_at"
 FIELDS: Final = (FIELD_PATH, FIELD_STACK, FIELD_PROCESS, FIELD_CLAIMED_AT)
+FIELD_REMOVED: Final = "removed"
+TOMBSTONE: Final = {FIELD_REMOVED: "true"}
+"""The data of a removed record: written with check-and-set over the version read, read as no record."""
 MIRROR_VERSION: Final = "version"
 """The custom metadata key naming the data version the mirror copies."""
 MIRROR_CREATED: Final = "created_time"
@@ -146,7 +149,12 @@ class Ledger:
         )
 
     def read(self, fingerprint: str) -> LedgerRecord | None:
-        """The record of ``fingerprint``; ``None`` when the key has none yet."""
+        """The record of ``fingerprint``; ``None`` when the key has none yet (or it was removed)."""
+        return self._current(fingerprint)[0]
+
+    def _current(self, fingerprint: str) -> tuple[LedgerRecord | None, int]:
+        """The record and the version of the data read: 0 when nothing is stored, the tombstone's
+        version when the record was removed (the next create writes over it with check-and-set)."""
         try:
             found = self.client.read_record(self.mount, self.path_of(fingerprint))
         except KeyAccessDeniedError as exc:
@@ -160,8 +168,10 @@ class Ledger:
                 f"be told; {self._way_out(fingerprint, exc)}",
             ) from None
         if found is None:
-            return None
+            return None, 0
         data, version = found
+        if data.get(FIELD_REMOVED) == TOMBSTONE[FIELD_REMOVED]:
+            return None, version
         path = canonical_key_path(data.get(FIELD_PATH, ""))
         if not _SHOWABLE.match(path):
             raise VaultRequestError(
@@ -169,7 +179,7 @@ class Ledger:
                 self.ref(fingerprint),
                 f"the ledger record has no usable 'path'; {self._removal(fingerprint)}",
             )
-        return LedgerRecord(
+        record = LedgerRecord(
             fingerprint=fingerprint,
             path=path,
             stack=data.get(FIELD_STACK, ""),
@@ -177,6 +187,7 @@ class Ledger:
             claimed_at=data.get(FIELD_CLAIMED_AT, ""),
             version=version,
         )
+        return record, version
 
     def _way_out(self, fingerprint: str, gone: KeyVersionGoneError) -> str:
         """Undelete a deleted version (naming it when Vault did); a destroyed one can only be removed."""
@@ -200,7 +211,8 @@ class Ledger:
         )
 
     def create(self, record: LedgerRecord) -> LedgerRecord:
-        """Create the record (``cas=0``); LedgerRaceLostError when one already exists."""
+        """Create the record (``cas=0``, or over a removed record's tombstone at the version read);
+        LedgerRaceLostError when one already exists."""
         return self._write(record, 0)
 
     def update(self, read: LedgerRecord, wanted: LedgerRecord) -> LedgerRecord:
@@ -222,9 +234,12 @@ class Ledger:
             # A retried write whose first attempt landed also ends here: if the record now is
             # exactly what we wrote, the write is ours.
             # Not mirrored: the version's created_time is not at hand, and readers read its data.
-            now = self.read(record.fingerprint)
+            now, version = self._current(record.fingerprint)
             if now is not None and now.same_fields(record) and now.version == cas + 1:
                 return now
+            if now is None and version > cas == 0:
+                # A removed record: create over its tombstone, still check-and-set on what was read.
+                return self._write(record, version)
             raise LedgerRaceLostError(
                 f"{self.ref(record.fingerprint)}: the ledger record changed concurrently (check-and-set "
                 f"expected {'no record' if cas == 0 else f'version {cas}'}); now: "
@@ -273,16 +288,24 @@ class Ledger:
         """The records of ``fingerprints`` in order, from one snapshot; errors per record, as read_many."""
         return self.snapshot().read_many(list(fingerprints))
 
-    def remove(self, fingerprint: str) -> None:
-        """Delete the record and its history (metadata delete: not check-and-set, use after a read)."""
+    def remove(self, read: LedgerRecord) -> None:
+        """Remove the record ``read`` only if it is still at the version read: a tombstone written
+        with check-and-set, never a delete (KV v2 has no check-and-set delete, so a delete after a
+        read could erase a claim written in between). LedgerRaceLostError when it changed."""
+        if read.version < 1:
+            raise ValueError("remove needs a record read from Vault")
+        fingerprint = read.fingerprint
         try:
-            self.client.destroy_all_versions(self.mount, self.path_of(fingerprint))
+            self.client.write_record(self.mount, self.path_of(fingerprint), TOMBSTONE, read.version)
         except KeyAccessDeniedError as exc:
-            raise LedgerAccessError(
-                f"Vault at {self.client.addr} refused to let the token delete the ledger record "
-                f"{self.ref(fingerprint)} ({exc.reason}); add to its policy: path "
-                f'"{self.mount}/metadata/{self.root}/*" {{ capabilities = ["delete"] }} '
-                "(see docs/vault-policies/key-admin.hcl)"
+            raise self._denied(exc, "write", '"update"', "docs/vault-policies/key-admin.hcl") from None
+        except RefusedError:
+            now, version = self._current(fingerprint)
+            if now is None and version == read.version + 1:
+                return  # a retried write whose first attempt landed: our tombstone
+            raise LedgerRaceLostError(
+                f"{self.ref(fingerprint)}: the ledger record changed since it was read (check-and-set "
+                f"expected version {read.version}); now: {describe(now, self.mount)}; nothing was removed"
             ) from None
 
     def fingerprints(self) -> list[str]:
