@@ -278,10 +278,9 @@ def _check_capabilities(client: KV2Client, registration: Registration, *, rotati
     needed = {
         f"{mount}/data/{path}": ("update",) if rotating else ("create",),
         f"{mount}/metadata/{path}": ("update",),
-        ledger: ("create", "read"),
+        # A rotation removes the replaced key's record: a tombstone written over it (update).
+        ledger: ("create", "read", "update") if rotating else ("create", "read"),
     }
-    if rotating:
-        needed[f"{mount}/metadata/{registration.placement.ledger}/{_PROBE}"] = ("delete",)
     granted = client.capabilities(list(needed))
     if granted is None or any("root" in caps for caps in granted.values()):
         return

@@ -16,7 +16,13 @@ from requests.adapters import HTTPAdapter
 
 from ..errors import KeyfenceError, RefusedError
 from ..material import KeyMaterial
-from .errors import KeyAccessDeniedError, KeyVersionGoneError, MalformedKeyError, VaultRequestError
+from .errors import (
+    KeyAccessDeniedError,
+    KeyVersionGoneError,
+    KVMountError,
+    MalformedKeyError,
+    VaultRequestError,
+)
 from .metadata import FolderMetadata, KeyMetadata, parse_metadata
 from .pooled import PooledAdapter, VaultSession
 from .settings import VaultSettings
@@ -304,6 +310,10 @@ class KV2Client(Transport):
             data = data_of(self._vault_json(op, response))
             names = data.get("keys") if isinstance(data, dict) else None
             if not isinstance(names, list):
+                # KV version 1 ignores the limit and answers an empty object instead of its 404.
+                finding = self._mount_finding(mount)
+                if finding:
+                    raise KVMountError(self.addr, op.ref, finding)
                 # Never read a malformed answer as an empty folder: 'no keys' would be a false 'clean'.
                 raise VaultRequestError(
                     self.addr,
