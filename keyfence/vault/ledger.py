@@ -6,8 +6,9 @@ by default) with the string fields ``path`` (the canonical path holding the mate
 uses ``cas=0`` and every update the version it read, so of two writers racing on one key
 exactly one wins, whatever paths or stacks they come from. Removal too: it writes a tombstone
 (``removed: true``) over the version read, never a delete (KV v2 has none with check-and-set, and
-a delete after the read would erase a claim written in between); a tombstone reads as no record. This module only reads and
-writes records; what a claim means is decided in :mod:`keyfence.keystore.claims`.
+a delete after the read would erase a claim written in between); a tombstone reads as no record.
+This module only reads and writes records; what a claim means is decided in
+:mod:`keyfence.keystore.claims`.
 
 **The mirror.** The record's data is the authority. After each successful write of data
 version V, the writer also copies the fields into the record's ``custom_metadata`` with
