@@ -180,7 +180,7 @@ class Ledger:
             raise VaultRequestError(
                 self.client.addr,
                 self.ref(fingerprint),
-                f"the ledger record has no usable 'path'; {self._removal(fingerprint)}",
+                f"the ledger record has no usable 'path'; {self._removal(fingerprint, version)}",
             )
         record = LedgerRecord(
             fingerprint=fingerprint,
@@ -195,22 +195,31 @@ class Ledger:
     def _way_out(self, fingerprint: str, gone: KeyVersionGoneError) -> str:
         """Undelete a deleted version (naming it when Vault did); a destroyed one can only be removed."""
         if gone.state == "destroyed":
-            return f"its data is gone for good: {self._removal(fingerprint)}"
+            return f"its data is gone for good: {self._removal(fingerprint, gone.version)}"
         versions = str(gone.version) if gone.version else "N"
         which = "" if gone.version else ", N from 'bao kv metadata get'"
         return (
             f"undelete it ('bao kv undelete -mount={self.mount} -versions={versions} "
             f"{self.path_of(fingerprint)}'{which}; if a delete_version_after expired it -- 'bao kv metadata "
             f"get' shows the record's, 'bao read {self.mount}/config' the mount's -- set that to 0s first, "
-            f"or it deletes the next claim too), or {self._removal(fingerprint)}"
+            f"or it deletes the next claim too), or {self._removal(fingerprint, gone.version)}"
         )
 
-    def _removal(self, fingerprint: str) -> str:
-        """How to remove a record keyfence cannot use; 'keys list --repair' stops at such a record."""
+    def _removal(self, fingerprint: str, version: int | None) -> str:
+        """How to remove a record keyfence cannot use; 'keys list --repair' stops at such a record.
+
+        The way given is keyfence's own: a tombstone written with check-and-set over the record's
+        current version, which the key-admin policy allows (it grants no delete on the ledger).
+        """
+        path = self.path_of(fingerprint)
+        cas = str(version) if version else "N"
+        which = ""
+        if not version:
+            which = f", N the record's current_version ('bao kv metadata get -mount={self.mount} {path}')"
         return (
-            f"once you know no stack runs this key, remove the record ('bao kv metadata delete "
-            f"-mount={self.mount} {self.path_of(fingerprint)}'); the key's next claim, or 'keyfence keys "
-            "list --repair', writes a new one"
+            f"once you know no stack runs this key, remove the record: 'bao kv put -mount={self.mount} "
+            f"-cas={cas} {path} {FIELD_REMOVED}=true'{which} writes a tombstone, which keyfence reads as no "
+            "record; the key's next claim, or 'keyfence keys list --repair', writes a new one"
         )
 
     def create(self, record: LedgerRecord) -> LedgerRecord:
