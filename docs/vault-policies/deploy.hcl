@@ -21,15 +21,16 @@ path "secret/metadata/kraken/*" {
 }
 
 # The key ledger: read every record in the pre-flight; create a record for a key registered before
-# the ledger existed (cas=0) and claim or release one (update with the version read).
+# the ledger existed (cas=0) and claim or release one (update with the version read); remove an
+# unclaimed record whose path no longer holds its key, when a claim is released (a tombstone
+# written with the version read: never a delete, which could erase a claim made meanwhile).
 path "secret/data/keyfence/ledger/*" {
   capabilities = ["create", "read", "update"]
 }
 
-# Remove an unclaimed ledger record whose path no longer holds its key, when a claim is released;
-# after each claim or release, mirror the record into its custom metadata (update).
+# After each claim or release, mirror the record into its custom metadata (update).
 path "secret/metadata/keyfence/ledger/*" {
-  capabilities = ["update", "delete"]
+  capabilities = ["update"]
 }
 
 # OpenBao: every key's metadata in one request per folder (LIST detailed-metadata), instead of one

@@ -30,15 +30,16 @@ path "secret/destroy/kraken/*" {
 }
 
 # The key ledger: register creates a key's record first (cas=0: of two registrations of one key,
-# exactly one wins); `keys release` and `keys list --repair` update records with the version read.
+# exactly one wins); `keys release` and `keys list --repair` update records with the version read;
+# rotate, revoke and --repair remove a record by writing a tombstone with the version read.
 path "secret/data/keyfence/ledger/*" {
   capabilities = ["create", "read", "update"]
 }
 
-# List the ledger (`keys list`, `keys release`); delete a record on rotate, revoke and --repair;
-# mirror a record into its custom metadata after each write (update).
+# List the ledger (`keys list`, `keys release`); mirror a record into its custom metadata after
+# each write (update).
 path "secret/metadata/keyfence/ledger/*" {
-  capabilities = ["read", "list", "update", "delete"]
+  capabilities = ["read", "list", "update"]
 }
 
 # OpenBao: every key's metadata in one request per folder (LIST detailed-metadata), instead of one

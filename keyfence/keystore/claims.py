@@ -203,7 +203,7 @@ def retire_if_moved(client: KV2Client, ledger: Ledger, fingerprint: str, path: s
             holds = None
         if holds:
             return False
-        ledger.remove(fingerprint)
+        ledger.remove(record)
     except KeyfenceError:
         return False
     return True

@@ -327,7 +327,7 @@ def _ledger_findings(
         if holds:
             continue
         if repair and not record.claimed:
-            ledger.remove(fingerprint)
+            ledger.remove(record)
             result.repaired.append(f"removed the stale ledger record {ledger.ref(fingerprint)}")
             continue
         result.problems.append(

@@ -278,10 +278,9 @@ def _check_capabilities(client: KV2Client, registration: Registration, *, rotati
     needed = {
         f"{mount}/data/{path}": ("update",) if rotating else ("create",),
         f"{mount}/metadata/{path}": ("update",),
-        ledger: ("create", "read"),
+        # A rotation removes the replaced key's record: a tombstone written over it (update).
+        ledger: ("create", "read", "update") if rotating else ("create", "read"),
     }
-    if rotating:
-        needed[f"{mount}/metadata/{registration.placement.ledger}/{_PROBE}"] = ("delete",)
     granted = client.capabilities(list(needed))
     if granted is None or any("root" in caps for caps in granted.values()):
         return
@@ -381,7 +380,7 @@ def register_key(
         version = client.write_key(mount, path, material, cas=cas)
     except BaseException:
         if created:
-            _forget(ledger, fingerprint)
+            _forget(ledger, record)
         raise
     custom = {
         METADATA_SUBACCOUNT: registration.subaccount,
@@ -424,10 +423,10 @@ def register_key(
     return Registered(mount, path, version, fingerprint, replaced, tuple(warnings))
 
 
-def _forget(ledger: Ledger, fingerprint: str) -> None:
+def _forget(ledger: Ledger, record: LedgerRecord) -> None:
     """Undo a ledger record whose key was never written; a failure here is left for --repair."""
     try:
-        ledger.remove(fingerprint)
+        ledger.remove(record)
     except KeyfenceError:
         return
 
@@ -442,5 +441,5 @@ def _retire(ledger: Ledger, fingerprint: str, path: str) -> list[str]:
             f"the replaced key is still claimed by {record.holder()}; the claim is released, and its "
             "ledger record removed, by that stack's next 'pulumi up'"
         ]
-    ledger.remove(fingerprint)
+    ledger.remove(record)
     return []

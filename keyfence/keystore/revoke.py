@@ -69,7 +69,7 @@ def revoke_key(client: KV2Client, metadata: KeyMetadata, ledger: Ledger | None =
             # The key is gone already; a record that cannot be read is left, with its own way out.
             record = None
         if record is not None and record.path == metadata.path:
-            ledger.remove(fingerprint)
+            ledger.remove(record)
     return Revoked(metadata.mount, metadata.path, live, fingerprint)
 
 

@@ -16,7 +16,13 @@ from requests.adapters import HTTPAdapter
 
 from ..errors import KeyfenceError, RefusedError
 from ..material import KeyMaterial
-from .errors import KeyAccessDeniedError, KeyVersionGoneError, MalformedKeyError, VaultRequestError
+from .errors import (
+    KeyAccessDeniedError,
+    KeyVersionGoneError,
+    KVMountError,
+    MalformedKeyError,
+    VaultRequestError,
+)
 from .metadata import FolderMetadata, KeyMetadata, parse_metadata
 from .pooled import PooledAdapter, VaultSession
 from .settings import VaultSettings
@@ -28,6 +34,12 @@ retry_log = logging.getLogger("keyfence.vault.retry")
 
 API_KEY_FIELD: Final = "api_key"
 API_SECRET_FIELD: Final = "api_secret"
+WHOLE_LISTING: Final = {"limit": -1}
+"""Query of a plain LIST: every entry. Without it OpenBao silently applies a policy's pagination_limit."""
+PAGINATION_HINT: Final = (
+    "; if it has 'list' there, a 'pagination_limit' in the policy's rule caps the listing, and keyfence "
+    "needs every key to tell which exist: remove pagination_limit from that rule"
+)
 LIST_PAGE: Final = 1000
 """Entries per detailed-metadata page: one page holds a large folder (0.1 s for 1000 on loopback)."""
 
@@ -266,7 +278,9 @@ class KV2Client(Transport):
         """Every leaf path under ``prefix``, recursively, sorted; empty when there is none.
 
         LIST answers one folder level, sub-folders marked by a trailing '/'; a name can be
-        both a key and a folder.
+        both a key and a folder. Each LIST asks for every entry (``limit=-1``): OpenBao cuts an
+        unpaginated LIST to a policy's ``pagination_limit`` without a word, but refuses an explicit
+        limit above it, so a capped listing is a refusal here, never a short list.
         """
         mount = canonical_key_path(mount)
         if not mount:
@@ -279,14 +293,15 @@ class KV2Client(Transport):
             op = Operation(
                 "list the keys under", mount, listing, "list", f"{mount}/metadata/{folder}".rstrip("/") + "/"
             )
+            url = f"/v1/{mount}/metadata/{folder}".rstrip("/") + "/"
             try:
                 response = self._call(
                     op,
-                    functools.partial(
-                        self._client.secrets.kv.v2.list_secrets, path=folder, mount_point=mount
-                    ),
+                    functools.partial(self._client.adapter.list, url, params=WHOLE_LISTING),
                     translate_missing=False,
                 )
+            except KeyAccessDeniedError as exc:
+                raise KeyAccessDeniedError(exc.addr, exc.ref, exc.reason + PAGINATION_HINT) from None
             except hvac.exceptions.InvalidPath as exc:
                 # An empty folder is a 404, and so is any LIST on a KV v1 mount: ask which.
                 if NO_ROUTE.search(errors_text(exc)) or self._mount_finding(mount):
@@ -295,6 +310,10 @@ class KV2Client(Transport):
             data = data_of(self._vault_json(op, response))
             names = data.get("keys") if isinstance(data, dict) else None
             if not isinstance(names, list):
+                # KV version 1 ignores the limit and answers an empty object instead of its 404.
+                finding = self._mount_finding(mount)
+                if finding:
+                    raise KVMountError(self.addr, op.ref, finding)
                 # Never read a malformed answer as an empty folder: 'no keys' would be a false 'clean'.
                 raise VaultRequestError(
                     self.addr,

@@ -4,8 +4,11 @@ A record lives at ``<mount>/<ledger>/<fingerprint>`` (``<mount>/keyfence/ledger/
 by default) with the string fields ``path`` (the canonical path holding the material),
 ``stack`` and ``process`` (the holder, empty when unclaimed) and ``claimed_at``. Creation
 uses ``cas=0`` and every update the version it read, so of two writers racing on one key
-exactly one wins, whatever paths or stacks they come from. This module only reads and
-writes records; what a claim means is decided in :mod:`keyfence.keystore.claims`.
+exactly one wins, whatever paths or stacks they come from. Removal too: it writes a tombstone
+(``removed: true``) over the version read, never a delete (KV v2 has none with check-and-set, and
+a delete after the read would erase a claim written in between); a tombstone reads as no record.
+This module only reads and writes records; what a claim means is decided in
+:mod:`keyfence.keystore.claims`.
 
 **The mirror.** The record's data is the authority. After each successful write of data
 version V, the writer also copies the fields into the record's ``custom_metadata`` with
@@ -53,6 +56,9 @@ FIELD_STACK: Final = "stack"
 FIELD_PROCESS: Final = "process"
 FIELD_CLAIMED_AT: Final = "claimed_at"
 FIELDS: Final = (FIELD_PATH, FIELD_STACK, FIELD_PROCESS, FIELD_CLAIMED_AT)
+FIELD_REMOVED: Final = "removed"
+TOMBSTONE: Final = {FIELD_REMOVED: "true"}
+"""The data of a removed record: written with check-and-set over the version read, read as no record."""
 MIRROR_VERSION: Final = "version"
 """The custom metadata key naming the data version the mirror copies."""
 MIRROR_CREATED: Final = "created_time"
@@ -146,7 +152,12 @@ class Ledger:
         )
 
     def read(self, fingerprint: str) -> LedgerRecord | None:
-        """The record of ``fingerprint``; ``None`` when the key has none yet."""
+        """The record of ``fingerprint``; ``None`` when the key has none yet (or it was removed)."""
+        return self._current(fingerprint)[0]
+
+    def _current(self, fingerprint: str) -> tuple[LedgerRecord | None, int]:
+        """The record and the version of the data read: 0 when nothing is stored, the tombstone's
+        version when the record was removed (the next create writes over it with check-and-set)."""
         try:
             found = self.client.read_record(self.mount, self.path_of(fingerprint))
         except KeyAccessDeniedError as exc:
@@ -160,16 +171,18 @@ class Ledger:
                 f"be told; {self._way_out(fingerprint, exc)}",
             ) from None
         if found is None:
-            return None
+            return None, 0
         data, version = found
+        if data.get(FIELD_REMOVED) == TOMBSTONE[FIELD_REMOVED]:
+            return None, version
         path = canonical_key_path(data.get(FIELD_PATH, ""))
         if not _SHOWABLE.match(path):
             raise VaultRequestError(
                 self.client.addr,
                 self.ref(fingerprint),
-                f"the ledger record has no usable 'path'; {self._removal(fingerprint)}",
+                f"the ledger record has no usable 'path'; {self._removal(fingerprint, version)}",
             )
-        return LedgerRecord(
+        record = LedgerRecord(
             fingerprint=fingerprint,
             path=path,
             stack=data.get(FIELD_STACK, ""),
@@ -177,30 +190,41 @@ class Ledger:
             claimed_at=data.get(FIELD_CLAIMED_AT, ""),
             version=version,
         )
+        return record, version
 
     def _way_out(self, fingerprint: str, gone: KeyVersionGoneError) -> str:
         """Undelete a deleted version (naming it when Vault did); a destroyed one can only be removed."""
         if gone.state == "destroyed":
-            return f"its data is gone for good: {self._removal(fingerprint)}"
+            return f"its data is gone for good: {self._removal(fingerprint, gone.version)}"
         versions = str(gone.version) if gone.version else "N"
         which = "" if gone.version else ", N from 'bao kv metadata get'"
         return (
             f"undelete it ('bao kv undelete -mount={self.mount} -versions={versions} "
             f"{self.path_of(fingerprint)}'{which}; if a delete_version_after expired it -- 'bao kv metadata "
             f"get' shows the record's, 'bao read {self.mount}/config' the mount's -- set that to 0s first, "
-            f"or it deletes the next claim too), or {self._removal(fingerprint)}"
+            f"or it deletes the next claim too), or {self._removal(fingerprint, gone.version)}"
         )
 
-    def _removal(self, fingerprint: str) -> str:
-        """How to remove a record keyfence cannot use; 'keys list --repair' stops at such a record."""
+    def _removal(self, fingerprint: str, version: int | None) -> str:
+        """How to remove a record keyfence cannot use; 'keys list --repair' stops at such a record.
+
+        The way given is keyfence's own: a tombstone written with check-and-set over the record's
+        current version, which the key-admin policy allows (it grants no delete on the ledger).
+        """
+        path = self.path_of(fingerprint)
+        cas = str(version) if version else "N"
+        which = ""
+        if not version:
+            which = f", N the record's current_version ('bao kv metadata get -mount={self.mount} {path}')"
         return (
-            f"once you know no stack runs this key, remove the record ('bao kv metadata delete "
-            f"-mount={self.mount} {self.path_of(fingerprint)}'); the key's next claim, or 'keyfence keys "
-            "list --repair', writes a new one"
+            f"once you know no stack runs this key, remove the record: 'bao kv put -mount={self.mount} "
+            f"-cas={cas} {path} {FIELD_REMOVED}=true'{which} writes a tombstone, which keyfence reads as no "
+            "record; the key's next claim, or 'keyfence keys list --repair', writes a new one"
         )
 
     def create(self, record: LedgerRecord) -> LedgerRecord:
-        """Create the record (``cas=0``); LedgerRaceLostError when one already exists."""
+        """Create the record (``cas=0``, or over a removed record's tombstone at the version read);
+        LedgerRaceLostError when one already exists."""
         return self._write(record, 0)
 
     def update(self, read: LedgerRecord, wanted: LedgerRecord) -> LedgerRecord:
@@ -222,9 +246,12 @@ class Ledger:
             # A retried write whose first attempt landed also ends here: if the record now is
             # exactly what we wrote, the write is ours.
             # Not mirrored: the version's created_time is not at hand, and readers read its data.
-            now = self.read(record.fingerprint)
+            now, version = self._current(record.fingerprint)
             if now is not None and now.same_fields(record) and now.version == cas + 1:
                 return now
+            if now is None and version > cas == 0:
+                # A removed record: create over its tombstone, still check-and-set on what was read.
+                return self._write(record, version)
             raise LedgerRaceLostError(
                 f"{self.ref(record.fingerprint)}: the ledger record changed concurrently (check-and-set "
                 f"expected {'no record' if cas == 0 else f'version {cas}'}); now: "
@@ -273,16 +300,24 @@ class Ledger:
         """The records of ``fingerprints`` in order, from one snapshot; errors per record, as read_many."""
         return self.snapshot().read_many(list(fingerprints))
 
-    def remove(self, fingerprint: str) -> None:
-        """Delete the record and its history (metadata delete: not check-and-set, use after a read)."""
+    def remove(self, read: LedgerRecord) -> None:
+        """Remove the record ``read`` only if it is still at the version read: a tombstone written
+        with check-and-set, never a delete (KV v2 has no check-and-set delete, so a delete after a
+        read could erase a claim written in between). LedgerRaceLostError when it changed."""
+        if read.version < 1:
+            raise ValueError("remove needs a record read from Vault")
+        fingerprint = read.fingerprint
         try:
-            self.client.destroy_all_versions(self.mount, self.path_of(fingerprint))
+            self.client.write_record(self.mount, self.path_of(fingerprint), TOMBSTONE, read.version)
         except KeyAccessDeniedError as exc:
-            raise LedgerAccessError(
-                f"Vault at {self.client.addr} refused to let the token delete the ledger record "
-                f"{self.ref(fingerprint)} ({exc.reason}); add to its policy: path "
-                f'"{self.mount}/metadata/{self.root}/*" {{ capabilities = ["delete"] }} '
-                "(see docs/vault-policies/key-admin.hcl)"
+            raise self._denied(exc, "write", '"update"', "docs/vault-policies/key-admin.hcl") from None
+        except RefusedError:
+            now, version = self._current(fingerprint)
+            if now is None and version == read.version + 1:
+                return  # a retried write whose first attempt landed: our tombstone
+            raise LedgerRaceLostError(
+                f"{self.ref(fingerprint)}: the ledger record changed since it was read (check-and-set "
+                f"expected version {read.version}); now: {describe(now, self.mount)}; nothing was removed"
             ) from None
 
     def fingerprints(self) -> list[str]:

@@ -8,10 +8,15 @@ that already wrote must not report a failure because of an unrelated record.
 
 from __future__ import annotations
 
+import os
+import shlex
+import subprocess
+
 import pytest
 from typer.testing import CliRunner
 
 from keyfence.cli.app import app
+from keyfence.devvault import find_bao
 from keyfence.errors import EXIT_OK, EXIT_VIOLATION, KeyVerificationError, VaultError
 from keyfence.keys import resolve_keys
 from keyfence.keystore import plan_registration, register_key
@@ -25,6 +30,24 @@ from tests.keyfence.test_listing_holes import OTHER, STACK, register_many
 from tests.openbao import OpenBao
 
 pytestmark = pytest.mark.vault
+
+
+def _removed_as_told(openbao: OpenBao, ledger: Ledger, fingerprint: str, message: str, version: int) -> None:
+    """Run the tombstone command the message names, word for word, with the real CLI: the record
+    then reads as none, so the way out works in the record's state."""
+    record = ledger.path_of(fingerprint)
+    told = f"bao kv put -mount={ledger.mount} -cas={version} {record} removed=true"
+    assert told in message
+    done = subprocess.run(
+        [find_bao(), *shlex.split(told)[1:]],
+        env={**os.environ, "BAO_ADDR": openbao.addr, "BAO_TOKEN": openbao.root_token},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert ledger.read(fingerprint) is None
 
 
 def _gone(openbao: OpenBao, ledger: Ledger, fingerprint: str, version: int, how: str) -> None:
@@ -55,7 +78,6 @@ def test_the_way_out_of_a_gone_record_fits_its_state(
     with pytest.raises(VaultRequestError) as caught:
         ledger.read(claimed.fingerprint)
     message = str(caught.value)
-    assert f"bao kv metadata delete -mount={mount} {record}" in message
     if how == "delete":
         assert f"bao kv undelete -mount={mount} -versions=3 {record}" in message
         assert f"'bao read {mount}/config'" in message  # a delete_version_after deletes the next one too
@@ -65,7 +87,9 @@ def test_the_way_out_of_a_gone_record_fits_its_state(
     with pytest.raises(KeyVerificationError) as checked:
         resolve_keys(spec_for(mount, target, mine), root, "check", STACK)
     [line] = checked.value.problems
-    assert line.startswith("fleet.yaml:") and f"bao kv metadata delete -mount={mount} {record}" in line
+    assert line.startswith("fleet.yaml:")
+    assert f"bao kv put -mount={mount} -cas=3 {record} removed=true" in line
+    _removed_as_told(openbao, ledger, claimed.fingerprint, message, 3)
 
 
 def test_a_rotation_is_not_reported_failed_for_the_old_keys_gone_record(
@@ -102,13 +126,17 @@ def test_a_record_without_a_usable_path_names_a_fix_that_works(
     with pytest.raises(VaultRequestError) as caught:
         ledger.read(old.fingerprint)
     message = str(caught.value)
-    assert f"bao kv metadata delete -mount={mount} {record}" in message
     with pytest.raises(VaultError) as listed:
         inventory(root, Placement(mount, "kraken"), repair=True)
     # 'keys list --repair' stops here, so the message must not send the user back to it to remove it.
     [problem] = listed.value.problems
-    assert f"bao kv metadata delete -mount={mount} {record}" in problem
+    assert f"bao kv put -mount={mount} -cas=2 {record} removed=true" in problem
     assert "remove it with 'keyfence keys list --repair'" not in problem
+    _removed_as_told(openbao, ledger, old.fingerprint, message, 2)
+    # Then --repair writes the key's record again, as the message says.
+    inventory(root, Placement(mount, "kraken"), repair=True)
+    again = ledger.read(old.fingerprint)
+    assert again is not None and again.path == "kraken/momentum/p0"
 
 
 @pytest.mark.parametrize("how", ["delete", "destroy"])

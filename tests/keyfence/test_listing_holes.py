@@ -212,14 +212,15 @@ def test_a_mirror_of_a_version_due_for_deletion_is_not_believed(
 def test_a_mirror_landing_late_on_a_recreated_record_is_not_believed(
     openbao: OpenBao, root: KV2Client, mount: str
 ) -> None:
-    """A mirror write held up in flight (a slow link, a retry) while the record is removed and
-    created again lands naming version 1, the new record's version too: it must not pass for it."""
+    """A mirror write held up in flight (a slow link, a retry) while the record is removed by hand
+    ('bao kv metadata delete') and created again lands naming version 1, the new record's version
+    too: it must not pass for it."""
     ledger = Ledger(root, mount)
     fingerprint = new_material().fingerprint
     path = ledger.path_of(fingerprint)
     first = ledger.create(LedgerRecord(fingerprint, "kraken/momentum/a", OTHER, "momentum/a"))
     late = dict(root.read_metadata(mount, path).custom_metadata)  # what the held-up request carries
-    ledger.remove(fingerprint)
+    openbao.client.secrets.kv.v2.delete_metadata_and_all_versions(path=path, mount_point=mount)
     second = ledger.create(LedgerRecord(fingerprint, "kraken/momentum/a", STACK, "momentum/a"))
     assert second.version == first.version == 1
     openbao.set_custom_metadata(path, late, mount=mount)
