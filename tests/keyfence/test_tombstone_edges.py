@@ -75,11 +75,3 @@ def test_a_record_with_a_removed_field_and_a_path_is_unusable(root: KV2Client, m
     _put(root, ledger, fingerprint, {**LedgerRecord(fingerprint, PATH).fields(), "removed": "yes"}, 0)
     _refused_as_unusable(ledger, fingerprint, 1)
 
-
-def test_the_exact_tombstone_still_reads_as_no_record(root: KV2Client, mount: str) -> None:
-    ledger = Ledger(root, mount)
-    fingerprint = new_material().fingerprint
-    first = ledger.create(LedgerRecord(fingerprint, PATH))
-    ledger.remove(first)
-    assert ledger.read(fingerprint) is None
-    assert claim_key(ledger, fingerprint, PATH, STACK, "momentum/alpha").version == 3
