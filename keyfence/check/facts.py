@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ..errors import KeyfenceError
+from ..errors import KeyfenceError, VaultError
 from ..keys import METADATA_SECRET_FINGERPRINT, ResolvedKey, metadata_facts, resolve_keys
 from ..spec import FleetSpec
 from ..vault import KeyAccessDeniedError, KeyMetadata, KV2Client
@@ -113,15 +113,18 @@ def vault_facts(
     # One detailed-metadata listing per folder (OpenBao) answers the keys' metadata at once; which keys
     # there are is the plain listing's word: a policy's list filter drops keys from a detailed page
     # after it is cut, so a short page may not be the last. Keys it does not show are read.
-    known: dict[str, KeyMetadata] = {}
+    known = tree_metadata(listings or FolderListings(client, mount), prefix) or {}
     try:
-        known = tree_metadata(listings or FolderListings(client, mount), prefix) or {}
         listed = client.list_keys(mount, prefix)
     except KeyfenceError as exc:
-        listed = []
-        facts.notes.append(
-            f"keys under {mount}/{prefix} not listed ({exc.headline}); only the fleet's are known"
-        )
+        # Without every key under the prefix the pack cannot recognise a copy of one pasted into
+        # the stack (another strategy's key would pass): not provable, so not a pass.
+        raise VaultError(
+            f"keyfence check cannot list the keys under {mount}/{prefix}: "
+            f"{getattr(exc, 'reason', None) or exc.headline}; it needs every key there to recognise a "
+            "copy of one in the stack (grant the token 'list' on "
+            f"{mount}/metadata/{prefix}/*, see docs/vault-policies/ci-metadata.hcl)"
+        ) from None
     others = [path for path in listed if (mount, path) not in fleet]
     unlisted = [path for path in others if path not in known]
     outcome_of = client.read_many(lambda path: _other_key(client, mount, path, known), unlisted)
