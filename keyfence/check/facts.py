@@ -14,6 +14,7 @@ from ..errors import KeyfenceError, VaultError
 from ..keys import METADATA_SECRET_FINGERPRINT, ResolvedKey, metadata_facts, resolve_keys
 from ..spec import FleetSpec
 from ..vault import KeyAccessDeniedError, KeyMetadata, KV2Client
+from ..vault.errors import KeyNotFoundError, KVMountError
 from ..vault.listing import FolderListings, tree_metadata
 
 
@@ -56,6 +57,11 @@ def _entry(key: ResolvedKey) -> dict[str, object]:
     if permissions is not None:
         out["permissions"] = list(permissions)
     return out
+
+
+def _gone(error: KeyfenceError) -> bool:
+    """A key deleted since it was listed: no key to recognise (a mount problem is no such thing)."""
+    return isinstance(error, KeyNotFoundError) and not isinstance(error, KVMountError)
 
 
 def offline_facts(spec: FleetSpec, keys: list[ResolvedKey] | None = None) -> KeyFacts:
@@ -131,15 +137,17 @@ def vault_facts(
     read = dict(zip(unlisted, outcome_of, strict=True))
     outcomes = [read[path] if path in read else _other_key(client, mount, path, known) for path in others]
     failed = [(path, o) for path, o in zip(others, outcomes, strict=True) if isinstance(o, KeyfenceError)]
+    failed = [(path, e) for path, e in failed if not _gone(e)]
     for outcome in outcomes:
         if isinstance(outcome, dict):
             facts.entries.append(outcome)
     if failed:
-        path, error = failed[0]
-        facts.notes.append(
-            f"{len(failed)} key(s) under {mount}/{prefix} could not be read (first: {mount}/{path}: "
-            f"{error.headline}): a copy of them in the stack is not recognised; if the token was "
-            "refused, grant it 'read' on their metadata (docs/vault-policies/ci-metadata.hcl)"
+        # A key whose fingerprints are unknown cannot be recognised pasted into the stack: not a pass.
+        raise VaultError(
+            f"keyfence check cannot read the metadata of every key under {mount}/{prefix}: it needs "
+            "their fingerprints to recognise a copy of one in the stack; grant the token 'read' on "
+            f"{mount}/metadata/{prefix}/* (docs/vault-policies/ci-metadata.hcl)",
+            problems=[f"{mount}/{path}: {getattr(e, 'reason', None) or e.headline}" for path, e in failed],
         )
     for k, entry in zip(keys, facts.entries, strict=False):
         if "secretFingerprint" not in entry and k.version is not None:

@@ -2,8 +2,8 @@
 
 The pack recognises a key's material pasted into a stack by the fingerprints of every key under
 the prefix, the fleet's and the others (another strategy's). When the check cannot list them
-(no 'list', or a policy's ``pagination_limit``, which OpenBao turns into a refusal), a pasted
-copy of another key would pass: the check exits 2 instead, naming the cause.
+(no 'list', or a policy's ``pagination_limit``, which OpenBao turns into a refusal) or read
+their metadata, a pasted copy of another key would pass: the check exits 2 instead, naming the cause.
 """
 
 from __future__ import annotations
@@ -29,10 +29,15 @@ def _rules(prefix: str) -> dict[str, tuple[str, str]]:
     return {
         "pagination_limit": (capped("secret", prefix), "pagination_limit"),
         "no list": (f'path "secret/metadata/{prefix}/*" {{ capabilities = ["read"] }}\n', "'list'"),
+        "no read": (
+            f'path "secret/metadata/{prefix}/*" {{ capabilities = ["read", "list"] }}\n'
+            f'path "secret/metadata/{prefix}/basis/*" {{ capabilities = ["list"] }}\n',
+            f"secret/{prefix}/basis/executor",
+        ),
     }
 
 
-@pytest.mark.parametrize("how", ["full", "pagination_limit", "no list"])
+@pytest.mark.parametrize("how", ["full", "pagination_limit", "no list", "no read"])
 def test_a_pasted_copy_of_another_key_is_never_passed_unseen(
     openbao: OpenBao,
     vault_env: dict[str, str],
@@ -66,4 +71,8 @@ def test_a_pasted_copy_of_another_key_is_never_passed_unseen(
         assert any(v["policy"] == "no-duplicate-key-assignment" for v in report["violations"])
         return
     assert code == EXIT_INVALID, out
-    assert f"cannot list the keys under secret/{vault_prefix}" in out and named in out
+    assert named in out
+    if how == "no read":
+        assert "cannot read the metadata of every key under" in out
+    else:
+        assert f"cannot list the keys under secret/{vault_prefix}" in out
