@@ -159,12 +159,23 @@ def vault_facts(
         found += client.read_many(lambda entry: _secret_fingerprint(client, entry), missing[1:])
     found += [None] * (len(missing) - len(found))
     unreadable = 0
+    blind: list[str] = []
     for entry, digest in zip(missing, found, strict=True):
         entry.pop("current_version", None)
         if isinstance(digest, str):
             entry["secretFingerprint"] = digest
         else:
             unreadable += 1
+            if "fingerprint" not in entry:
+                blind.append(f"{entry['mount']}/{entry['path']}")
+    if blind:
+        # Neither half of such a key could be recognised pasted into the stack: not a pass.
+        raise VaultError(
+            f"keyfence check cannot fingerprint every key under {mount}/{prefix}: their metadata has no "
+            f"fingerprint and the token may not read them; register them with 'keyfence keys register' "
+            "(which records both fingerprints), or remove them",
+            problems=blind,
+        )
     if unreadable:
         facts.notes.append(
             f"{unreadable} key(s) have no {METADATA_SECRET_FINGERPRINT} in their metadata and the token may "

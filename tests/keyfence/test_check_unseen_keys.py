@@ -9,6 +9,7 @@ their metadata, a pasted copy of another key would pass: the check exits 2 inste
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,6 +23,12 @@ from tests.openbao import OpenBao
 pytestmark = pytest.mark.vault
 
 LEDGER_READ = 'path "secret/data/keyfence/ledger/*" { capabilities = ["read"] }\n'
+
+
+def pasted(spec_path: Path, api_secret: str) -> tuple[int, dict[str, Any], str]:
+    """``keyfence check`` of the fleet plus a ConfigMap holding ``api_secret``."""
+    config = ["--config", "scenario=pasted-config-map", "--config", f"pasted={api_secret}"]
+    return check("--spec", str(spec_path), "--program", SCENARIOS, *config)
 
 
 def _rules(prefix: str) -> dict[str, tuple[str, str]]:
@@ -54,16 +61,7 @@ def test_a_pasted_copy_of_another_key_is_never_passed_unseen(
     if how != "full":
         rule, named = _rules(vault_prefix)[how]
         monkeypatch.setenv("VAULT_TOKEN", openbao.token(rule + LEDGER_READ))
-    code, report, out = check(
-        "--spec",
-        str(spec_path),
-        "--program",
-        SCENARIOS,
-        "--config",
-        "scenario=pasted-config-map",
-        "--config",
-        f"pasted={other.api_secret}",
-    )
+    code, report, out = pasted(spec_path, other.api_secret)
     assert "CANARY" not in out
     assert "Traceback" not in out
     if how == "full":
@@ -76,3 +74,30 @@ def test_a_pasted_copy_of_another_key_is_never_passed_unseen(
         assert "cannot read the metadata of every key under" in out
     else:
         assert f"cannot list the keys under secret/{vault_prefix}" in out
+
+
+@pytest.mark.parametrize("token", ["root", "metadata only"])
+def test_a_key_without_fingerprints_the_check_cannot_fingerprint_is_no_pass(
+    openbao: OpenBao,
+    vault_env: dict[str, str],
+    vault_prefix: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    token: str,
+) -> None:
+    """A key stored by hand, without fingerprints in its metadata: a token that may read its material
+    fingerprints it (and the copy is caught); one that may not cannot recognise any copy of it."""
+    spec_path = small_spec(tmp_path, vault_prefix, ["general-full"])
+    seed(openbao, spec_path, vault_prefix)
+    other = KeyMaterial(f"CANARYKEY-{vault_prefix}-bare", f"CANARYSECRET-{vault_prefix}-bare-0123456789")
+    openbao.put_key(f"{vault_prefix}/basis/executor", other.api_key, other.api_secret, custom_metadata={})
+    if token != "root":
+        rule = f'path "secret/metadata/{vault_prefix}/*" {{ capabilities = ["read", "list"] }}\n'
+        monkeypatch.setenv("VAULT_TOKEN", openbao.token(rule + LEDGER_READ))
+    code, _, out = pasted(spec_path, other.api_secret)
+    assert "CANARY" not in out and "Traceback" not in out
+    if token == "root":
+        assert code == EXIT_VIOLATION, out
+        return
+    assert code == EXIT_INVALID, out
+    assert f"secret/{vault_prefix}/basis/executor" in out and "keyfence keys register" in out
