@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ..errors import KeyfenceError
+from ..errors import KeyfenceError, VaultError
 from ..keys import METADATA_SECRET_FINGERPRINT, ResolvedKey, metadata_facts, resolve_keys
 from ..spec import FleetSpec
 from ..vault import KeyAccessDeniedError, KeyMetadata, KV2Client
+from ..vault.errors import KeyNotFoundError, KVMountError
 from ..vault.listing import FolderListings, tree_metadata
 
 
@@ -56,6 +57,11 @@ def _entry(key: ResolvedKey) -> dict[str, object]:
     if permissions is not None:
         out["permissions"] = list(permissions)
     return out
+
+
+def _gone(error: KeyfenceError) -> bool:
+    """A key deleted since it was listed: no key to recognise (a mount problem is no such thing)."""
+    return isinstance(error, KeyNotFoundError) and not isinstance(error, KVMountError)
 
 
 def offline_facts(spec: FleetSpec, keys: list[ResolvedKey] | None = None) -> KeyFacts:
@@ -113,30 +119,35 @@ def vault_facts(
     # One detailed-metadata listing per folder (OpenBao) answers the keys' metadata at once; which keys
     # there are is the plain listing's word: a policy's list filter drops keys from a detailed page
     # after it is cut, so a short page may not be the last. Keys it does not show are read.
-    known: dict[str, KeyMetadata] = {}
+    known = tree_metadata(listings or FolderListings(client, mount), prefix) or {}
     try:
-        known = tree_metadata(listings or FolderListings(client, mount), prefix) or {}
         listed = client.list_keys(mount, prefix)
     except KeyfenceError as exc:
-        listed = []
-        facts.notes.append(
-            f"keys under {mount}/{prefix} not listed ({exc.headline}); only the fleet's are known"
-        )
+        # Without every key under the prefix the pack cannot recognise a copy of one pasted into
+        # the stack (another strategy's key would pass): not provable, so not a pass.
+        raise VaultError(
+            f"keyfence check cannot list the keys under {mount}/{prefix}: "
+            f"{getattr(exc, 'reason', None) or exc.headline}; it needs every key there to recognise a "
+            "copy of one in the stack (grant the token 'list' on "
+            f"{mount}/metadata/{prefix}/*, see docs/vault-policies/ci-metadata.hcl)"
+        ) from None
     others = [path for path in listed if (mount, path) not in fleet]
     unlisted = [path for path in others if path not in known]
     outcome_of = client.read_many(lambda path: _other_key(client, mount, path, known), unlisted)
     read = dict(zip(unlisted, outcome_of, strict=True))
     outcomes = [read[path] if path in read else _other_key(client, mount, path, known) for path in others]
     failed = [(path, o) for path, o in zip(others, outcomes, strict=True) if isinstance(o, KeyfenceError)]
+    failed = [(path, e) for path, e in failed if not _gone(e)]
     for outcome in outcomes:
         if isinstance(outcome, dict):
             facts.entries.append(outcome)
     if failed:
-        path, error = failed[0]
-        facts.notes.append(
-            f"{len(failed)} key(s) under {mount}/{prefix} could not be read (first: {mount}/{path}: "
-            f"{error.headline}): a copy of them in the stack is not recognised; if the token was "
-            "refused, grant it 'read' on their metadata (docs/vault-policies/ci-metadata.hcl)"
+        # A key whose fingerprints are unknown cannot be recognised pasted into the stack: not a pass.
+        raise VaultError(
+            f"keyfence check cannot read the metadata of every key under {mount}/{prefix}: it needs "
+            "their fingerprints to recognise a copy of one in the stack; grant the token 'read' on "
+            f"{mount}/metadata/{prefix}/* (docs/vault-policies/ci-metadata.hcl)",
+            problems=[f"{mount}/{path}: {getattr(e, 'reason', None) or e.headline}" for path, e in failed],
         )
     for k, entry in zip(keys, facts.entries, strict=False):
         if "secretFingerprint" not in entry and k.version is not None:
@@ -148,12 +159,23 @@ def vault_facts(
         found += client.read_many(lambda entry: _secret_fingerprint(client, entry), missing[1:])
     found += [None] * (len(missing) - len(found))
     unreadable = 0
+    blind: list[str] = []
     for entry, digest in zip(missing, found, strict=True):
         entry.pop("current_version", None)
         if isinstance(digest, str):
             entry["secretFingerprint"] = digest
         else:
             unreadable += 1
+            if "fingerprint" not in entry:
+                blind.append(f"{entry['mount']}/{entry['path']}")
+    if blind:
+        # Neither half of such a key could be recognised pasted into the stack: not a pass.
+        raise VaultError(
+            f"keyfence check cannot fingerprint every key under {mount}/{prefix}: their metadata has no "
+            f"fingerprint and the token may not read them; register them with 'keyfence keys register' "
+            "(which records both fingerprints), or remove them",
+            problems=blind,
+        )
     if unreadable:
         facts.notes.append(
             f"{unreadable} key(s) have no {METADATA_SECRET_FINGERPRINT} in their metadata and the token may "

@@ -7,6 +7,8 @@ uses ``cas=0`` and every update the version it read, so of two writers racing on
 exactly one wins, whatever paths or stacks they come from. Removal too: it writes a tombstone
 (``removed: true``) over the version read, never a delete (KV v2 has none with check-and-set, and
 a delete after the read would erase a claim written in between); a tombstone reads as no record.
+Only exactly that data is a tombstone: a ``removed`` field beside other fields, or with another
+value, is an unusable record (an error naming the removal), never "no record".
 This module only reads and writes records; what a claim means is decided in
 :mod:`keyfence.keystore.claims`.
 
@@ -173,8 +175,19 @@ class Ledger:
         if found is None:
             return None, 0
         data, version = found
-        if data.get(FIELD_REMOVED) == TOMBSTONE[FIELD_REMOVED]:
+        if data == TOMBSTONE:
             return None, version
+        if FIELD_REMOVED in data:
+            # Removed, but spelled otherwise or still naming a key or holder ('bao kv patch removed=true'
+            # over a claim keeps the claim): whether the holder is gone cannot be told.
+            raise VaultRequestError(
+                self.client.addr,
+                self.ref(fingerprint),
+                f"the ledger record has a '{FIELD_REMOVED}' field but is not a tombstone (exactly "
+                f"{FIELD_REMOVED}=true and no other field), so whether it still holds a claim cannot be "
+                "told; "
+                f"{self._removal(fingerprint, version)}",
+            )
         path = canonical_key_path(data.get(FIELD_PATH, ""))
         if not _SHOWABLE.match(path):
             raise VaultRequestError(
