@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+import keyfence.collector as collector
 import keyfence.spec as spec_module
-from keyfence.collector import RUN_GC_THRESHOLD, batched_gc
+from keyfence.collector import RUN_GC_THRESHOLD, RUN_YOUNG_PER_OLDER, batched_gc
 from keyfence.spec import FleetSpec, load_spec_text
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fleet.yaml"
@@ -17,11 +18,38 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fleet.yaml"
 def test_nested_blocks_keep_the_pace_and_restore_the_thresholds() -> None:
     before = gc.get_threshold()
     with batched_gc():
-        assert gc.get_threshold() == (max(before[0], RUN_GC_THRESHOLD), *before[1:])
+        paced = (max(before[0], RUN_GC_THRESHOLD), max(before[1], RUN_YOUNG_PER_OLDER), *before[2:])
+        assert gc.get_threshold() == paced
         with batched_gc():
-            assert gc.get_threshold()[0] == max(before[0], RUN_GC_THRESHOLD)
-        assert gc.get_threshold()[0] == max(before[0], RUN_GC_THRESHOLD)
+            assert gc.get_threshold() == paced
+        assert gc.get_threshold() == paced
     assert gc.get_threshold() == before
+
+
+def test_inside_a_block_only_young_collections_run_and_the_older_one_comes_at_its_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """However many young collections the block's allocations start, the older generation is
+    collected once, at the end: the collector's work cannot step up with the heap's size."""
+    monkeypatch.setattr(collector, "RUN_GC_THRESHOLD", 1_000)  # many young collections, quickly
+    generations: list[int] = []
+
+    def record(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            generations.append(info["generation"])
+
+    gc.collect()
+    gc.callbacks.append(record)
+    try:
+        with batched_gc():
+            kept = [[] for _ in range(40_000)]  # survivors: 40 young collections' worth
+            inside = list(generations)
+        after = list(generations)
+    finally:
+        gc.callbacks.remove(record)
+    assert len(kept) == 40_000
+    assert inside.count(0) >= 30 and set(inside) == {0}
+    assert after[len(inside) :] == [1]
 
 
 def test_a_failing_block_restores_the_thresholds() -> None:
