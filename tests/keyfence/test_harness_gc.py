@@ -8,7 +8,7 @@ import pulumi
 import pytest
 
 from keyfence.check.harness import collect
-from keyfence.collector import RUN_GC_THRESHOLD
+from keyfence.collector import RUN_GC_THRESHOLD, RUN_YOUNG_PER_OLDER
 
 
 def test_thresholds_are_raised_during_the_run_and_restored_after_it() -> None:
@@ -21,7 +21,7 @@ def test_thresholds_are_raised_during_the_run_and_restored_after_it() -> None:
     before = gc.get_threshold()
     collected = collect(program)
     assert collected.stack_outputs == {"answer": 42}
-    assert seen == [(max(before[0], RUN_GC_THRESHOLD), *before[1:])]
+    assert seen == [(max(before[0], RUN_GC_THRESHOLD), max(before[1], RUN_YOUNG_PER_OLDER), *before[2:])]
     assert gc.get_threshold() == before
 
 
