@@ -112,6 +112,10 @@ def vault_facts(
 
     A key whose metadata lacks ``secret_fingerprint`` is read once (if the token may) to
     fingerprint its api secret, so that a copy of the secret alone is recognised too.
+
+    Raises VaultError (exit 2) when the keys under the prefix cannot all be listed, when one's
+    metadata cannot be read, or when one has no fingerprint and its material cannot be read:
+    the pack could not recognise a copy of such a key, so the check cannot pass.
     """
     mount, prefix = spec.vault.mount, spec.vault.prefix
     facts = KeyFacts([_entry(k) for k in keys], True, [f"{mount}/{prefix}"])
