@@ -33,6 +33,13 @@ class KeyfenceError(Exception):
         lines.extend(f"  - {p}" for p in self.problems)
         return "\n".join(lines)
 
+    @property
+    def cause(self) -> str:
+        """What went wrong, without the request it happened to: a Vault request's ``reason`` when
+        the error has one (the request is named beside it by the caller), else the headline."""
+        reason = getattr(self, "reason", None)
+        return reason if isinstance(reason, str) and reason else self.headline
+
 
 class SpecError(KeyfenceError):
     """The fleet spec cannot be loaded or breaks a rule; each problem names its YAML location."""

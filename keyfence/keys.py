@@ -447,7 +447,7 @@ def resolve_keys(
     keys: list[ResolvedKey] = []
     for index, outcome in enumerate(outcomes):
         if isinstance(outcome, KeyfenceError):
-            problems[index].append(getattr(outcome, "reason", None) or outcome.headline)
+            problems[index].append(outcome.cause)
             continue
         problems[index].extend(outcome.fatal)
         if mode == "deploy":

@@ -131,7 +131,7 @@ def vault_facts(
         # the stack (another strategy's key would pass): not provable, so not a pass.
         raise VaultError(
             f"keyfence check cannot list the keys under {mount}/{prefix}: "
-            f"{getattr(exc, 'reason', None) or exc.headline}; it needs every key there to recognise a "
+            f"{exc.cause}; it needs every key there to recognise a "
             "copy of one in the stack (grant the token 'list' on "
             f"{mount}/metadata/{prefix}/*, see docs/vault-policies/ci-metadata.hcl)"
         ) from None
@@ -140,8 +140,11 @@ def vault_facts(
     outcome_of = client.read_many(lambda path: _other_key(client, mount, path, known), unlisted)
     read = dict(zip(unlisted, outcome_of, strict=True))
     outcomes = [read[path] if path in read else _other_key(client, mount, path, known) for path in others]
-    failed = [(path, o) for path, o in zip(others, outcomes, strict=True) if isinstance(o, KeyfenceError)]
-    failed = [(path, e) for path, e in failed if not _gone(e)]
+    failed = [
+        (path, o)
+        for path, o in zip(others, outcomes, strict=True)
+        if isinstance(o, KeyfenceError) and not _gone(o)
+    ]
     for outcome in outcomes:
         if isinstance(outcome, dict):
             facts.entries.append(outcome)
@@ -151,7 +154,7 @@ def vault_facts(
             f"keyfence check cannot read the metadata of every key under {mount}/{prefix}: it needs "
             "their fingerprints to recognise a copy of one in the stack; grant the token 'read' on "
             f"{mount}/metadata/{prefix}/* (docs/vault-policies/ci-metadata.hcl)",
-            problems=[f"{mount}/{path}: {getattr(e, 'reason', None) or e.headline}" for path, e in failed],
+            problems=[f"{mount}/{path}: {e.cause}" for path, e in failed],
         )
     for k, entry in zip(keys, facts.entries, strict=False):
         if "secretFingerprint" not in entry and k.version is not None:

@@ -125,7 +125,7 @@ def _unreadable(ledger: Ledger, failed: Mapping[str, KeyfenceError]) -> VaultErr
     return VaultError(
         f"cannot read every record of the key ledger {ledger.mount}/{ledger.root}",
         problems=[
-            f"{ledger.ref(fp)}: {getattr(e, 'reason', None) or e.headline}" for fp, e in failed.items()
+            f"{ledger.ref(fp)}: {e.cause}" for fp, e in failed.items()
         ],
     )
 

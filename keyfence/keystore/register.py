@@ -418,7 +418,7 @@ def register_key(
             # The new version is written: a record that cannot be retired now is a warning, not a failure.
             warnings.append(
                 f"version {version} is written, but the replaced key's ledger record {ledger.ref(old)} was "
-                f"not removed: {getattr(exc, 'reason', None) or exc.headline}"
+                f"not removed: {exc.cause}"
             )
     return Registered(mount, path, version, fingerprint, replaced, tuple(warnings))
 

@@ -89,6 +89,12 @@ class _Locating:
     composed: int
     depth: int
 
+    def _start_locating(self) -> None:
+        """The guard's counters and the duplicate keys found, for one document, whichever parser."""
+        self.duplicate_keys = []
+        self.composed = 0
+        self.depth = 0
+
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         """Stop composing past MAX_YAML_NODES nodes (aliases included): a 4 MiB flow list of a
         million items would otherwise take many seconds to compose before the count refuses it.
@@ -138,9 +144,7 @@ class _LocatingLoader(_Locating, yaml.SafeLoader):
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
-        self.duplicate_keys = []
-        self.composed = 0
-        self.depth = 0
+        self._start_locating()
 
 
 def _tag_name(tag: str) -> str:
@@ -277,9 +281,7 @@ if yaml.__with_libyaml__:
             yaml.composer.Composer.__init__(self)
             yaml.constructor.SafeConstructor.__init__(self)
             yaml.resolver.Resolver.__init__(self)
-            self.duplicate_keys = []
-            self.composed = 0
-            self.depth = 0
+            self._start_locating()
 
     for _tag, _constructor in _LocatingLoader.yaml_constructors.items():
         _FastLocatingLoader.add_constructor(_tag, _constructor)

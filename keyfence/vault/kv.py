@@ -290,10 +290,9 @@ class KV2Client(Transport):
         while pending:
             folder = pending.pop()
             listing = f"{mount}/{folder}".rstrip("/") + "/"
-            op = Operation(
-                "list the keys under", mount, listing, "list", f"{mount}/metadata/{folder}".rstrip("/") + "/"
-            )
-            url = f"/v1/{mount}/metadata/{folder}".rstrip("/") + "/"
+            metadata = f"{mount}/metadata/{folder}".rstrip("/") + "/"
+            op = Operation("list the keys under", mount, listing, "list", metadata)
+            url = f"/v1/{metadata}"
             try:
                 response = self._call(
                     op,

@@ -180,21 +180,15 @@ class Ledger:
         if FIELD_REMOVED in data:
             # Removed, but spelled otherwise or still naming a key or holder ('bao kv patch removed=true'
             # over a claim keeps the claim): whether the holder is gone cannot be told.
-            raise VaultRequestError(
-                self.client.addr,
-                self.ref(fingerprint),
-                f"the ledger record has a '{FIELD_REMOVED}' field but is not a tombstone (exactly "
-                f"{FIELD_REMOVED}=true and no other field), so whether it still holds a claim cannot be "
-                "told; "
-                f"{self._removal(fingerprint, version)}",
+            raise self._unusable(
+                fingerprint,
+                version,
+                f"has a '{FIELD_REMOVED}' field but is not a tombstone (exactly {FIELD_REMOVED}=true and no "
+                "other field), so whether it still holds a claim cannot be told",
             )
         path = canonical_key_path(data.get(FIELD_PATH, ""))
         if not _SHOWABLE.match(path):
-            raise VaultRequestError(
-                self.client.addr,
-                self.ref(fingerprint),
-                f"the ledger record has no usable 'path'; {self._removal(fingerprint, version)}",
-            )
+            raise self._unusable(fingerprint, version, "has no usable 'path'")
         record = LedgerRecord(
             fingerprint=fingerprint,
             path=path,
@@ -216,6 +210,14 @@ class Ledger:
             f"{self.path_of(fingerprint)}'{which}; if a delete_version_after expired it -- 'bao kv metadata "
             f"get' shows the record's, 'bao read {self.mount}/config' the mount's -- set that to 0s first, "
             f"or it deletes the next claim too), or {self._removal(fingerprint, gone.version)}"
+        )
+
+    def _unusable(self, fingerprint: str, version: int, why: str) -> VaultRequestError:
+        """A record whose data keyfence cannot read as a record: ``why``, and how to remove it."""
+        return VaultRequestError(
+            self.client.addr,
+            self.ref(fingerprint),
+            f"the ledger record {why}; {self._removal(fingerprint, version)}",
         )
 
     def _removal(self, fingerprint: str, version: int | None) -> str:
@@ -286,7 +288,7 @@ class Ledger:
                 "read its data instead, the record itself is written",
                 written.version,
                 self.ref(written.fingerprint),
-                getattr(exc, "reason", None) or exc.headline,
+                exc.cause,
             )
 
     def snapshot(self, *, listing: bool = True) -> LedgerSnapshot:
